@@ -1,0 +1,79 @@
+"""The one digest helper: `sha256:<hex>` strings for bytes, files, streams and JSON values."""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from typing import Any, BinaryIO
+
+Digest = str  # "sha256:<64 hex>"
+
+_DIGEST_RE = re.compile(r"^sha256:[0-9a-f]{64}$")
+CHUNK = 1 << 20
+
+
+def is_digest(value: str) -> bool:
+    return bool(_DIGEST_RE.match(value))
+
+
+def check_digest(value: str) -> Digest:
+    """Return `value` if it is a well-formed sha256 digest; a digest names a file path, so
+    anything else is refused before it can reach the filesystem."""
+    if not is_digest(value):
+        raise ValueError(f"not a sha256 digest: {value!r}")
+    return value
+
+
+def digest_bytes(data: bytes) -> Digest:
+    return "sha256:" + hashlib.sha256(data).hexdigest()
+
+
+def canonical_json(value: Any) -> bytes:
+    """Sorted, compact JSON: the same value always gives the same bytes (and digest)."""
+    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def digest_json(value: Any) -> Digest:
+    return digest_bytes(canonical_json(value))
+
+
+def digest_stream(stream: BinaryIO) -> tuple[Digest, int]:
+    h = hashlib.sha256()
+    size = 0
+    while chunk := stream.read(CHUNK):
+        h.update(chunk)
+        size += len(chunk)
+    return "sha256:" + h.hexdigest(), size
+
+
+def digest_file(path: str) -> Digest:
+    with open(path, "rb") as f:
+        return digest_stream(f)[0]
+
+
+class DigestWriter:
+    """A write-through file wrapper that hashes and counts what passes through it.
+
+    Used to compute a layer's diff_id (over the tar) and its digest (over the compressed
+    bytes) in one pass, without reading anything back.
+    """
+
+    def __init__(self, inner: BinaryIO | None = None):
+        self._inner = inner
+        self._hash = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data: bytes) -> int:
+        self._hash.update(data)
+        self.size += len(data)
+        if self._inner is not None:
+            self._inner.write(data)
+        return len(data)
+
+    def flush(self) -> None:
+        if self._inner is not None:
+            self._inner.flush()
+
+    @property
+    def digest(self) -> Digest:
+        return "sha256:" + self._hash.hexdigest()

@@ -1,0 +1,1 @@
+"""Frontends: build definitions compiled into the pybuild graph IR."""

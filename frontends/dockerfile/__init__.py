@@ -1,0 +1,1 @@
+"""The Dockerfile frontend: parse, expand, compile to the graph IR (imports only pybuild.graph and pybuild.errors)."""

@@ -1,0 +1,376 @@
+"""The build graph IR: immutable ops, each with a digest of its definition.
+
+A frontend (a Dockerfile, a Python script, ...) compiles to these ops and to an
+`ImageTarget`; the solver runs them. Nothing here touches the disk: ops are values.
+
+Every op has:
+- `inputs`: the ops it reads (its edges),
+- `definition()`: a JSON-able dict of its own fields, with inputs by digest,
+- `digest`: sha256 of the canonical definition, so two identical vertices are one.
+
+The solver's cache key of an op is the definition digest with the inputs' *cache keys*
+in place of their definition digests, plus the content checksum of anything it reads
+from a local context (see `pybuild/solver.py`).
+"""
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field, fields
+from typing import Any, Iterator, Protocol
+
+from cache.digest import digest_json
+from pybuild.errors import DefinitionError  # noqa: F401  (re-exported for frontends)
+
+# --------------------------------------------------------------------------- image config
+
+
+@dataclass(frozen=True)
+class Healthcheck:
+    test: tuple[str, ...]  # ("NONE",) | ("CMD", ...) | ("CMD-SHELL", "...")
+    interval_ns: int = 0
+    timeout_ns: int = 0
+    start_period_ns: int = 0
+    start_interval_ns: int = 0
+    retries: int = 0
+
+    def to_oci(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"Test": list(self.test)}
+        for key, value in (("Interval", self.interval_ns), ("Timeout", self.timeout_ns),
+                           ("StartPeriod", self.start_period_ns),
+                           ("StartInterval", self.start_interval_ns), ("Retries", self.retries)):
+            if value:
+                out[key] = value
+        return out
+
+    @classmethod
+    def from_oci(cls, d: dict[str, Any]) -> "Healthcheck":
+        return cls(tuple(d.get("Test") or ()), d.get("Interval", 0), d.get("Timeout", 0),
+                   d.get("StartPeriod", 0), d.get("StartInterval", 0), d.get("Retries", 0))
+
+
+@dataclass(frozen=True)
+class ImageConfig:
+    """The runtime part of an image config (OCI `config` object), as a value."""
+
+    env: tuple[str, ...] = ()
+    user: str = ""
+    working_dir: str = ""
+    entrypoint: tuple[str, ...] | None = None
+    cmd: tuple[str, ...] | None = None
+    labels: tuple[tuple[str, str], ...] = ()
+    exposed_ports: tuple[str, ...] = ()
+    volumes: tuple[str, ...] = ()
+    stop_signal: str = ""
+    shell: tuple[str, ...] | None = None
+    healthcheck: Healthcheck | None = None
+    on_build: tuple[str, ...] = ()
+    args_escaped: bool = False
+
+    def env_dict(self) -> dict[str, str]:
+        out: dict[str, str] = {}
+        for item in self.env:
+            k, _, v = item.partition("=")
+            out[k] = v
+        return out
+
+    def with_env(self, key: str, value: str) -> "ImageConfig":
+        """Set one variable, keeping the order of first definition (as Docker does)."""
+        items = list(self.env)
+        for i, item in enumerate(items):
+            if item.partition("=")[0] == key:
+                items[i] = f"{key}={value}"
+                break
+        else:
+            items.append(f"{key}={value}")
+        return replace(self, env=tuple(items))
+
+    def with_label(self, key: str, value: str) -> "ImageConfig":
+        labels = dict(self.labels)
+        labels[key] = value
+        return replace(self, labels=tuple(sorted(labels.items())))
+
+    def to_oci(self) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        if self.user:
+            out["User"] = self.user
+        if self.exposed_ports:
+            out["ExposedPorts"] = {p: {} for p in sorted(self.exposed_ports)}
+        if self.env:
+            out["Env"] = list(self.env)
+        if self.entrypoint is not None:
+            out["Entrypoint"] = list(self.entrypoint)
+        if self.cmd is not None:
+            out["Cmd"] = list(self.cmd)
+        if self.volumes:
+            out["Volumes"] = {v: {} for v in sorted(self.volumes)}
+        if self.working_dir:
+            out["WorkingDir"] = self.working_dir
+        if self.labels:
+            out["Labels"] = dict(self.labels)
+        if self.stop_signal:
+            out["StopSignal"] = self.stop_signal
+        # Docker's extensions, kept by the OCI tools that read them
+        if self.shell is not None:
+            out["Shell"] = list(self.shell)
+        if self.healthcheck is not None:
+            out["Healthcheck"] = self.healthcheck.to_oci()
+        if self.on_build:
+            out["OnBuild"] = list(self.on_build)
+        if self.args_escaped:
+            out["ArgsEscaped"] = True
+        return out
+
+    @classmethod
+    def from_oci(cls, d: dict[str, Any] | None) -> "ImageConfig":
+        d = d or {}
+        ep = d.get("Entrypoint")
+        cmd = d.get("Cmd")
+        shell = d.get("Shell")
+        hc = d.get("Healthcheck")
+        return cls(
+            env=tuple(d.get("Env") or ()),
+            user=d.get("User") or "",
+            working_dir=d.get("WorkingDir") or "",
+            entrypoint=tuple(ep) if ep is not None else None,
+            cmd=tuple(cmd) if cmd is not None else None,
+            labels=tuple(sorted((d.get("Labels") or {}).items())),
+            exposed_ports=tuple(sorted(d.get("ExposedPorts") or {})),
+            volumes=tuple(sorted(d.get("Volumes") or {})),
+            stop_signal=d.get("StopSignal") or "",
+            shell=tuple(shell) if shell is not None else None,
+            healthcheck=Healthcheck.from_oci(hc) if hc else None,
+            on_build=tuple(d.get("OnBuild") or ()),
+            args_escaped=bool(d.get("ArgsEscaped")),
+        )
+
+
+def replace(obj, **changes):
+    """dataclasses.replace, re-exported so frontends need only this module."""
+    import dataclasses
+    return dataclasses.replace(obj, **changes)
+
+
+# --------------------------------------------------------------------------- ops
+
+
+class Op:
+    """Base of all graph vertices. Subclasses are frozen dataclasses."""
+
+    kind: str = "op"
+
+    @property
+    def inputs(self) -> tuple["Op", ...]:
+        out: list[Op] = []
+        for f in fields(self):  # type: ignore[arg-type]
+            out.extend(_ops_in(getattr(self, f.name)))
+        return tuple(out)
+
+    def definition(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"kind": self.kind}
+        for f in fields(self):  # type: ignore[arg-type]
+            if f.metadata.get("nokey"):
+                continue
+            d[f.name] = _encode(getattr(self, f.name))
+        return d
+
+    @functools.cached_property
+    def digest(self) -> str:
+        return digest_json(self.definition())
+
+    def walk(self) -> Iterator["Op"]:
+        """This op and everything it depends on, each once, inputs before users."""
+        seen: set[str] = set()
+        order: list[Op] = []
+
+        def visit(op: Op) -> None:
+            if op.digest in seen:
+                return
+            seen.add(op.digest)
+            for i in op.inputs:
+                visit(i)
+            order.append(op)
+
+        visit(self)
+        return iter(order)
+
+
+def _ops_in(value: Any) -> Iterator[Op]:
+    if isinstance(value, Op):
+        yield value
+    elif isinstance(value, tuple):
+        for v in value:
+            yield from _ops_in(v)
+    elif hasattr(value, "__dataclass_fields__"):
+        for f in fields(value):
+            yield from _ops_in(getattr(value, f.name))
+
+
+def _encode(value: Any) -> Any:
+    if isinstance(value, Op):
+        return {"op": value.digest}
+    if isinstance(value, tuple):
+        return [_encode(v) for v in value]
+    if isinstance(value, bytes):
+        return {"bytes": value.hex()}
+    if hasattr(value, "__dataclass_fields__"):
+        return {f.name: _encode(getattr(value, f.name)) for f in fields(value)
+                if not f.metadata.get("nokey")}
+    return value
+
+
+def _nokey(default: Any = "") -> Any:
+    """A field that describes, but does not define, an op (kept out of its digest)."""
+    return field(default=default, metadata={"nokey": True}, compare=False)
+
+
+@dataclass(frozen=True, eq=False)
+class Scratch(Op):
+    """The empty filesystem."""
+
+    kind = "scratch"
+
+
+@dataclass(frozen=True, eq=False)
+class ImageSource(Op):
+    """A base image's root filesystem, pinned by manifest digest (tags are not keys)."""
+
+    ref: str = _nokey()
+    manifest_digest: str = ""
+    platform: str = ""
+    kind = "image"
+
+
+@dataclass(frozen=True, eq=False)
+class LocalSource(Op):
+    """A directory given at solve time by name ("context", or a named build context).
+
+    Its content enters cache keys only through the files a step selects from it.
+    """
+
+    name: str = "context"
+    kind = "local"
+
+
+@dataclass(frozen=True)
+class Mount:
+    """A mount into an Exec's sandbox (RUN --mount)."""
+
+    target: str
+    type: str = "bind"  # bind | cache | tmpfs | secret | ssh
+    source: Op | None = None
+    selector: str = "/"  # path inside source
+    readonly: bool = True
+    cache_id: str = ""
+    sharing: str = "shared"
+    mode: int = 0o755
+    uid: int = 0
+    gid: int = 0
+    size: int = 0
+    secret_id: str = ""
+    required: bool = False
+
+
+@dataclass(frozen=True, eq=False)
+class Exec(Op):
+    """Run a process in a sandbox on top of `root`; the files it changes become a layer."""
+
+    root: Op = field(default_factory=Scratch)
+    args: tuple[str, ...] = ()
+    env: tuple[str, ...] = ()
+    user: str = ""
+    cwd: str = "/"
+    network: str = "default"  # default | none | host
+    security: str = "sandbox"
+    mounts: tuple[Mount, ...] = ()
+    hostname: str = ""
+    description: str = _nokey()
+    kind = "exec"
+
+
+@dataclass(frozen=True)
+class Copy:
+    """Copy paths (patterns) of `source` to `dest` in the root, Docker COPY semantics."""
+
+    source: Op
+    src: tuple[str, ...]
+    dest: str
+    chown: str = ""  # "user[:group]", names resolved in the destination rootfs
+    chmod: str = ""  # octal or symbolic
+    follow_symlinks: bool = True
+    allow_wildcard: bool = True
+    allow_empty_wildcard: bool = False
+    create_dest_path: bool = True
+    dir_contents_only: bool = True
+    exclude: tuple[str, ...] = ()
+    parents: bool = False
+    unpack_archives: bool = False  # ADD of a local archive
+    source_cwd: str = "/"  # relative src paths start here (a stage's WORKDIR is not used: "/")
+    dest_cwd: str = "/"  # WORKDIR, for a relative dest
+
+
+@dataclass(frozen=True)
+class Mkdir:
+    path: str
+    mode: int = 0o755
+    make_parents: bool = True
+    chown: str = ""
+
+
+@dataclass(frozen=True)
+class Mkfile:
+    path: str
+    data: bytes
+    mode: int = 0o644
+    chown: str = ""
+
+
+@dataclass(frozen=True, eq=False)
+class FileOp(Op):
+    """File actions applied in order on top of `root`; the change becomes one layer."""
+
+    root: Op = field(default_factory=Scratch)
+    actions: tuple[Copy | Mkdir | Mkfile, ...] = ()
+    description: str = _nokey()
+    kind = "file"
+
+
+# --------------------------------------------------------------------------- build target
+
+
+@dataclass(frozen=True)
+class HistoryStep:
+    """One line of image history. `op` is the step whose layer this line stands for
+    (None for config-only instructions); an op that changed nothing is marked empty."""
+
+    created_by: str
+    op: Op | None = None
+    comment: str = ""
+
+
+@dataclass(frozen=True)
+class ImageTarget:
+    """What a frontend returns for one stage: its filesystem, config and history."""
+
+    root: Op
+    config: ImageConfig
+    history: tuple[HistoryStep, ...] = ()
+    base: ImageSource | None = None  # whose config history comes first
+    platform: str = "linux/amd64"
+    stage_name: str = ""
+
+
+@dataclass(frozen=True)
+class ResolvedImage:
+    """What an `ImageResolver` says about a base image reference."""
+
+    ref: str
+    manifest_digest: str
+    config: ImageConfig
+    platform: str = "linux/amd64"
+
+
+class ImageResolver(Protocol):
+    """Given to frontends so they can read a base image's config (ENV, WORKDIR, ...)
+    while compiling, without touching the store themselves (BuildKit's metaresolver)."""
+
+    def resolve(self, ref: str, platform: str | None = None) -> ResolvedImage: ...
