@@ -1,0 +1,3 @@
+from pybuild.cli import main
+import sys
+sys.exit(main())

@@ -1,0 +1,341 @@
+"""The solver: runs a build graph, looking every op up in the cache first.
+
+Ops are scheduled in dependency order on a bounded thread pool, so independent
+branches (stages) run in parallel, identical vertices (same digest) run once, and
+only what the target reaches is run at all.
+
+Cache keys (DESIGN.md): an op's key is the sha256 of its definition with every input
+replaced by that input's cache key, and every read of a local context replaced by the
+content checksum of exactly the files it selects (names, modes, owners, content; never
+mtimes). A base image enters by manifest digest. A key maps ("step", key) in the index
+to the layer the op added (or none, when it changed nothing), so a hit reuses the very
+same blob: nothing is re-tarred or re-compressed.
+"""
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, fields
+from typing import Any, Mapping
+
+from cache.digest import digest_json
+from pybuild import graph
+from pybuild.errors import PybuildError, StepFailed
+from pybuild.progress import ProgressEvent, ProgressSink, null_sink
+
+STEP_RECORD = "step"
+OUTPUT_TAIL_LINES = 20
+
+
+@dataclass(frozen=True)
+class SolvedState:
+    """A solved op: the full layer chain of its filesystem and what it added."""
+
+    layers: tuple  # tuple[LayerRecord, ...], bottom first
+    cache_key: str
+    layer: Any = None  # LayerRecord | None: what this op added
+    cached: bool = False
+
+
+@dataclass(frozen=True)
+class StepResult:
+    vertex: str
+    name: str
+    cache_key: str
+    cached: bool
+    duration: float
+    layer_digest: str | None
+
+
+class Solver:
+    def __init__(self, root, contexts: Mapping[str, Any] | None = None,
+                 sink: ProgressSink = null_sink, *, no_cache: bool = False,
+                 jobs: int | None = None, secrets: Mapping[str, bytes] | None = None):
+        self.root = root  # pybuild.storeroot.StoreRoot
+        self.contexts = dict(contexts or {})  # name -> pybuild.context.BuildContext
+        self.sink = sink
+        self.no_cache = no_cache
+        self.jobs = jobs or max(2, os.cpu_count() or 2)
+        self.states: dict[str, SolvedState] = {}
+        self.steps: list[StepResult] = []
+        self._lock = threading.Lock()
+        self._cancelled = threading.Event()
+
+    # ------------------------------------------------------------------ scheduling
+    def solve(self, target: graph.Op) -> SolvedState:
+        ops = [op for op in target.walk() if not isinstance(op, graph.LocalSource)]
+        pending = {op.digest: op for op in ops if op.digest not in self.states}
+        deps = {d: {i.digest for i in op.inputs if not isinstance(i, graph.LocalSource)}
+                for d, op in pending.items()}
+        running: dict[Future, str] = {}
+        error: BaseException | None = None
+        with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="solve") as pool:
+            while pending or running:
+                if error is None:
+                    for d in [d for d in pending if not (deps[d] - self.states.keys())]:
+                        op = pending.pop(d)
+                        running[pool.submit(self._solve_one, op)] = d
+                if not running:
+                    break
+                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
+                for fut in done:
+                    running.pop(fut)
+                    try:
+                        fut.result()
+                    except BaseException as exc:  # first failure wins; others are drained
+                        if error is None:
+                            error = exc
+                            self._cancelled.set()
+                if error is not None:
+                    pending.clear()
+        if error is not None:
+            raise error
+        return self.states[target.digest]
+
+    # ------------------------------------------------------------------ one op
+    def _solve_one(self, op: graph.Op) -> None:
+        if self._cancelled.is_set():
+            return
+        key = self.cache_key(op)
+        name = self.describe(op)
+        start = time.monotonic()
+        parent = self._parent_layers(op)
+        if isinstance(op, (graph.Scratch, graph.ImageSource)):
+            state = self._source_state(op, key)
+            self._finish(op, state)
+            if isinstance(op, graph.ImageSource):
+                self.sink(ProgressEvent("cached", op.digest, name))
+                self._record(op, name, state, 0.0)
+            return
+        if not self.no_cache:
+            hit = self._lookup(key, parent)
+            if hit is not None:
+                self.sink(ProgressEvent("cached", op.digest, name))
+                self._finish(op, hit)
+                self._record(op, name, hit, 0.0)
+                return
+        self.sink(ProgressEvent("start", op.digest, name))
+        try:
+            if isinstance(op, graph.Exec):
+                layer = self._run_exec(op, parent, name)
+            elif isinstance(op, graph.FileOp):
+                layer = self._run_fileop(op, parent)
+            else:
+                raise PybuildError(f"the solver cannot run a {op.kind!r} op")
+        except BaseException:
+            self.sink(ProgressEvent("error", op.digest, name, duration=time.monotonic() - start))
+            raise
+        self.root.index.put(STEP_RECORD, key, {"layer": _layer_json(layer)})
+        state = SolvedState(parent + ((layer,) if layer else ()), key, layer, cached=False)
+        duration = time.monotonic() - start
+        self.sink(ProgressEvent("done", op.digest, name, duration=duration))
+        self._finish(op, state)
+        self._record(op, name, state, duration)
+
+    def _finish(self, op: graph.Op, state: SolvedState) -> None:
+        with self._lock:
+            self.states[op.digest] = state
+
+    def _record(self, op: graph.Op, name: str, state: SolvedState, duration: float) -> None:
+        with self._lock:
+            self.steps.append(StepResult(op.digest, name, state.cache_key, state.cached, duration,
+                                         state.layer.digest if state.layer else None))
+
+    def _parent_layers(self, op: graph.Op) -> tuple:
+        root_op = getattr(op, "root", None)
+        if root_op is None:
+            return ()
+        return self.states[root_op.digest].layers
+
+    def _source_state(self, op: graph.Op, key: str) -> SolvedState:
+        if isinstance(op, graph.Scratch):
+            return SolvedState((), key, None, cached=True)
+        image = self.root.images.get(op.manifest_digest)
+        return SolvedState(tuple(image.layers), key, None, cached=True)
+
+    def _lookup(self, key: str, parent: tuple) -> SolvedState | None:
+        rec = self.root.index.get(STEP_RECORD, key)
+        if rec is None:
+            return None
+        layer = _layer_from_json(rec.value.get("layer"))
+        if layer is not None and not self.root.blobs.has(layer.digest):
+            return None  # the blob was pruned: run again
+        return SolvedState(parent + ((layer,) if layer else ()), key, layer, cached=True)
+
+    # ------------------------------------------------------------------ cache keys
+    def cache_key(self, op: graph.Op) -> str:
+        return digest_json({"v": 1, "op": self._key_value(op, top=True)})
+
+    def _key_value(self, value: Any, top: bool = False) -> Any:
+        if isinstance(value, graph.Op) and not top:
+            if isinstance(value, graph.LocalSource):
+                return {"local": value.name}
+            return {"key": self.states[value.digest].cache_key}
+        if isinstance(value, graph.Copy) and isinstance(value.source, graph.LocalSource):
+            d = self._dataclass_value(value)
+            ctx = self._context(value.source.name)
+            d["source"] = {"local": value.source.name,
+                           "content": ctx.checksum(value.src, value.exclude)}
+            return d
+        if isinstance(value, graph.Mount) and isinstance(value.source, graph.LocalSource):
+            d = self._dataclass_value(value)
+            ctx = self._context(value.source.name)
+            d["source"] = {"local": value.source.name, "content": ctx.checksum((value.selector,))}
+            return d
+        if isinstance(value, tuple):
+            return [self._key_value(v) for v in value]
+        if isinstance(value, bytes):
+            return {"bytes": value.hex()}
+        if hasattr(value, "__dataclass_fields__"):
+            d = self._dataclass_value(value)
+            if isinstance(value, graph.Op):
+                d["kind"] = value.kind
+            return d
+        return value
+
+    def _dataclass_value(self, value: Any) -> dict:
+        return {f.name: self._key_value(getattr(value, f.name)) for f in fields(value)
+                if not f.metadata.get("nokey")}
+
+    def _context(self, name: str):
+        try:
+            return self.contexts[name]
+        except KeyError:
+            raise PybuildError(f"no build context named {name!r} was given") from None
+
+    @staticmethod
+    def describe(op: graph.Op) -> str:
+        if isinstance(op, graph.ImageSource):
+            return f"[internal] load {op.ref or op.manifest_digest}"
+        if isinstance(op, graph.Scratch):
+            return "scratch"
+        return getattr(op, "description", "") or op.kind
+
+    # ------------------------------------------------------------------ execution
+    def _run_exec(self, op: graph.Exec, parent: tuple, name: str):
+        from pybuild.sandbox.namespaces import SandboxSpec, run_sandboxed
+
+        snapshots = self.root.snapshots
+        lowers = self.root.layer_dirs(parent)
+        upper, work = snapshots.new_work()
+        tail = _Tail(OUTPUT_TAIL_LINES)
+
+        def on_output(data: bytes) -> None:
+            tail.feed(data)
+            self.sink(ProgressEvent("log", op.digest, name, data=data))
+
+        try:
+            spec = SandboxSpec(
+                lowerdirs=tuple(lowers), upperdir=upper, workdir=work, args=tuple(op.args),
+                env=tuple(op.env), cwd=op.cwd or "/", user=op.user,
+                network="host" if op.network == "host" else "none",
+                hostname=op.hostname or "pybuild")
+            result = run_sandboxed(spec, on_output=on_output)
+            if result.exit_code != 0:
+                raise StepFailed(_command_text(op), result.exit_code, tail.text())
+            return self._commit_upper(upper)
+        except BaseException:
+            snapshots.discard(upper)
+            raise
+        finally:
+            snapshots.discard(work)
+
+    def _run_fileop(self, op: graph.FileOp, parent: tuple):
+        from pybuild import fileops
+        from pybuild.sandbox.mounted import mounted_rootfs
+
+        snapshots = self.root.snapshots
+        lowers = self.root.layer_dirs(parent)
+        upper, work = snapshots.new_work()
+        try:
+            with mounted_rootfs(lowers, upper, work) as dest:
+                for action in op.actions:
+                    if isinstance(action, graph.Copy):
+                        self._apply_copy(action, dest)
+                    elif isinstance(action, graph.Mkdir):
+                        fileops.apply_mkdir(action, dest)
+                    elif isinstance(action, graph.Mkfile):
+                        fileops.apply_mkfile(action, dest)
+            return self._commit_upper(upper)
+        except BaseException:
+            snapshots.discard(upper)
+            raise
+        finally:
+            snapshots.discard(work)
+
+    def _apply_copy(self, action: graph.Copy, dest: str) -> None:
+        from pybuild import fileops
+        from pybuild.sandbox.mounted import mounted_rootfs
+
+        if isinstance(action.source, graph.LocalSource):
+            ctx = self._context(action.source.name)
+            fileops.apply_copy(action, ctx.root, dest, ignore=ctx.is_ignored)
+            return
+        src_layers = self.states[action.source.digest].layers
+        if not src_layers:
+            fileops.apply_copy(action, _empty_dir(self.root), dest)
+            return
+        with mounted_rootfs(self.root.layer_dirs(src_layers)) as src:
+            fileops.apply_copy(action, src, dest)
+
+    def _commit_upper(self, upper: str):
+        """Turn a step's upperdir into a layer blob (None if the step changed nothing),
+        keeping the upperdir itself as the unpacked snapshot of that layer."""
+        from pybuild.image.compression import compress_layer
+        from pybuild.snapshot.diff import write_layer_tar
+
+        blobs = self.root.blobs
+        tmp = os.path.join(blobs.tmp_dir, f"layer-{os.getpid()}-{threading.get_ident()}.tar")
+        try:
+            with open(tmp, "wb") as f:
+                stats = write_layer_tar(upper, f)
+            if stats.entries == 0:
+                self.root.snapshots.discard(upper)
+                return None
+            layer = compress_layer(tmp, blobs)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+        self.root.snapshots.adopt(layer.diff_id, upper)
+        return layer
+
+
+class _Tail:
+    """The last N lines of a step's output, for the error message of a failed step."""
+
+    def __init__(self, n: int):
+        self.n = n
+        self.buf = b""
+
+    def feed(self, data: bytes) -> None:
+        self.buf = b"\n".join((self.buf + data).split(b"\n")[-(self.n + 1):])
+
+    def text(self) -> str:
+        return self.buf.decode(errors="replace")
+
+
+def _command_text(op: graph.Exec) -> str:
+    # BuildKit's wording: process "/bin/sh -c make" did not complete successfully
+    return f"process \"{' '.join(op.args)}\""
+
+
+def _layer_json(layer) -> dict | None:
+    if layer is None:
+        return None
+    return {"digest": layer.digest, "diff_id": layer.diff_id, "size": layer.size,
+            "media_type": layer.media_type}
+
+
+def _layer_from_json(d: dict | None):
+    if not d:
+        return None
+    from pybuild.image.types import LayerRecord
+    return LayerRecord(d["digest"], d["diff_id"], d["size"], d["media_type"])
+
+
+def _empty_dir(root) -> str:
+    path = os.path.join(root.path, "empty")
+    os.makedirs(path, exist_ok=True)
+    return path
