@@ -20,7 +20,7 @@ def _build_parser() -> argparse.ArgumentParser:
         prog="pybuild", description="Build OCI images from Dockerfiles, and run them.")
     p.add_argument("--version", action="version", version=f"pybuild {__version__}")
     p.add_argument("--root", help="store directory (default $PYBUILD_ROOT or ~/.local/share/pybuild)")
-    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
 
     b = sub.add_parser("build", help="build an image from a Dockerfile (the default command)")
     b.add_argument("context", nargs="?", default=".", help="build context directory")
@@ -39,7 +39,8 @@ def _build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("run", help="run a command in a new container")
     r.add_argument("image", help="image reference, or an OCI/docker-archive tarball")
-    r.add_argument("command", nargs=argparse.REMAINDER)
+    r.add_argument("args", nargs=argparse.REMAINDER, metavar="COMMAND",
+                   help="command and arguments (default: the image's ENTRYPOINT/CMD)")
     r.add_argument("--rm", action="store_true", help="remove the container when it exits")
     r.add_argument("-e", "--env", action="append", default=[], metavar="NAME[=VALUE]")
     r.add_argument("-w", "--workdir")
@@ -130,7 +131,7 @@ def cmd_build(a) -> int:
 def cmd_run(a) -> int:
     from pybuild import api
 
-    command = list(a.command)
+    command = list(a.args)
     if command and command[0] == "--":
         command = command[1:]
     result = api.run(a.image, command or None, env=a.env, workdir=a.workdir, user=a.user,
@@ -215,10 +216,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = _split_args(list(sys.argv[1:] if argv is None else argv))
     parser = _build_parser()
     a = parser.parse_args(args)
-    if a.command is None:
+    if a.cmd is None:
         parser.print_help()
         return 1
-    handler = globals()[f"cmd_{a.command}"]
+    handler = globals()[f"cmd_{a.cmd}"]
     from pybuild.errors import DefinitionError, PybuildError
 
     try:

@@ -51,20 +51,24 @@ class BaseView:
         self.started = time.monotonic()
         self.ran = 0
         self.cached = 0
+        self.failed = 0
 
     def __call__(self, event: ProgressEvent) -> None:
         if event.kind == "cached":
             self.cached += 1
         elif event.kind == "done":
             self.ran += 1
+        elif event.kind == "error":
+            self.failed += 1
         self.handle(event)
 
     def handle(self, event: ProgressEvent) -> None:
         raise NotImplementedError
 
     def summary(self) -> str:
-        return (f"{self.ran + self.cached} steps: {self.ran} run, {self.cached} cached, "
-                f"{time.monotonic() - self.started:.2f}s")
+        failed = f", {self.failed} failed" if self.failed else ""
+        return (f"{self.ran + self.cached + self.failed} steps: {self.ran} run, "
+                f"{self.cached} cached{failed}, {time.monotonic() - self.started:.2f}s")
 
     def close(self) -> None:
         pass
