@@ -1,0 +1,122 @@
+"""pybuild's own benchmarks: per-step RUN overhead and rebuild times, printed as a table.
+
+    python3 bench/run.py [--reps N]
+
+Each figure is a median over N repetitions, in a fresh store under /var/tmp made from
+the host's static busybox (no registry needed). Nothing here is asserted: tests check
+behaviour, this file measures it. The side-by-side comparison with BuildKit and buildah
+lives in ../shared/oracle (bench.sh with BUILDERS="docker buildah pybuild").
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from pybuild import api  # noqa: E402
+from pybuild.testing import make_busybox_rootfs  # noqa: E402
+
+STEPS_30 = "\n".join(
+    ["FROM busybox:local"]
+    + [line for i in range(1, 11) for line in (
+        f"ENV STEP_{i:02d}=value-{i:02d}",
+        f"COPY src/f{i:02d}.txt /app/f{i:02d}.txt",
+        f'RUN echo "step {i:02d}: $STEP_{i:02d}" >> /app/log.txt && cat /app/f{i:02d}.txt > /dev/null',
+    )]
+    + ['CMD ["cat", "/app/log.txt"]']) + "\n"
+
+
+def _timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
+
+
+def _context(work: Path, name: str, dockerfile: str, files: dict[str, str]) -> Path:
+    ctx = work / name
+    (ctx / "src").mkdir(parents=True, exist_ok=True)
+    (ctx / "Dockerfile").write_text(dockerfile)
+    for rel, text in files.items():
+        (ctx / rel).write_text(text)
+    return ctx
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--reps", type=int, default=5)
+    ap.add_argument("--runs", type=int, default=20, help="trivial RUN steps in the overhead bench")
+    args = ap.parse_args()
+
+    work = Path(tempfile.mkdtemp(prefix="pybuild-bench-", dir="/var/tmp"))
+    rows: list[tuple[str, float, str]] = []
+    try:
+        make_busybox_rootfs(str(work / "rootfs"))
+        store = str(work / "store")
+        api.import_rootfs(str(work / "rootfs"), "busybox:local", root=store)
+
+        # 1. per-step overhead: N trivial RUNs with the cache off, minus a 0-RUN build
+        many = _context(work, "runs", "FROM busybox:local\n" + "".join(
+            f"RUN true # {i}\n" for i in range(args.runs)), {})
+        none = _context(work, "none", "FROM busybox:local\nENV A=1\n", {})
+        t_many = [_timed(lambda: api.build(str(many), progress="quiet", root=store, no_cache=True))
+                  for _ in range(args.reps)]
+        t_none = [_timed(lambda: api.build(str(none), progress="quiet", root=store, no_cache=True))
+                  for _ in range(args.reps)]
+        per_run = (statistics.median(t_many) - statistics.median(t_none)) / args.runs
+        rows.append((f"trivial RUN, per step ({args.runs} steps, --no-cache)", per_run * 1000, "ms"))
+
+        # 2. the 30-step Dockerfile of oracle bench b1: cold, warm, edit, touch
+        files = {f"src/f{i:02d}.txt": f"file {i}\n" for i in range(1, 11)}
+        b1 = _context(work, "b1", STEPS_30, files)
+        cold, warm, edit, touch = [], [], [], []
+        for rep in range(args.reps):
+            s = str(work / f"store-b1-{rep}")
+            api.import_rootfs(str(work / "rootfs"), "busybox:local", root=s)
+            (b1 / "src/f05.txt").write_text("file 5\n")
+            cold.append(_timed(lambda: api.build(str(b1), tags=["b1"], progress="quiet", root=s)))
+            warm.append(_timed(lambda: api.build(str(b1), tags=["b1"], progress="quiet", root=s)))
+            (b1 / "src/f05.txt").write_text(f"edited {rep}\n")
+            edit.append(_timed(lambda: api.build(str(b1), tags=["b1"], progress="quiet", root=s)))
+            os.utime(b1 / "src/f05.txt")
+            touch.append(_timed(lambda: api.build(str(b1), tags=["b1"], progress="quiet", root=s)))
+            shutil.rmtree(s, ignore_errors=True)
+        # the same warm rebuild as a user types it: interpreter start-up and CLI included
+        s = str(work / "store-b1-cli")
+        api.import_rootfs(str(work / "rootfs"), "busybox:local", root=s)
+        api.build(str(b1), tags=["b1"], progress="quiet", root=s)
+        cmd = [sys.executable, "-m", "pybuild", "--root", s, "build", "-q", "-t", "b1", str(b1)]
+        env = dict(os.environ, PYTHONPATH=str(REPO))
+        env.pop("PYTHONDONTWRITEBYTECODE", None)  # an installed pybuild has its .pyc files
+        cli_warm = [_timed(lambda: subprocess.run(cmd, check=True, env=env, capture_output=True))
+                    for _ in range(args.reps)]
+        last = api.build(str(b1), progress="quiet", root=s)
+        assert last.run_steps == 0, "the warm rebuild must run nothing"
+        rows.append(("30 steps: warm rebuild via the CLI (process start-up included)",
+                     statistics.median(cli_warm), "s"))
+        for name, xs in (("30 steps: cold build", cold), ("30 steps: warm rebuild (all cached)", warm),
+                         ("30 steps: edit of the 14th step's file (17 rerun)", edit),
+                         ("30 steps: touched, unchanged file", touch)):
+            rows.append((name, statistics.median(xs), "s"))
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    width = max(len(r[0]) for r in rows)
+    print(f"{'benchmark':<{width}}  {'median':>10}")
+    print(f"{'-' * width}  {'-' * 10}")
+    for name, value, unit in rows:
+        print(f"{name:<{width}}  {value:>8.3f} {unit}" if unit == "s" else
+              f"{name:<{width}}  {value:>7.1f} {unit}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
