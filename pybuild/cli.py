@@ -134,8 +134,14 @@ def cmd_run(a) -> int:
     command = list(a.args)
     if command and command[0] == "--":
         command = command[1:]
-    result = api.run(a.image, command or None, env=a.env, workdir=a.workdir, user=a.user,
-                     network=a.network, rm=a.rm, entrypoint=a.entrypoint, root=a.root)
+    from pybuild.sandbox.namespaces import ExecFailed
+
+    try:
+        result = api.run(a.image, command or None, env=a.env, workdir=a.workdir, user=a.user,
+                         network=a.network, rm=a.rm, entrypoint=a.entrypoint, root=a.root)
+    except ExecFailed as e:  # as docker: 127 not found, 126 not executable
+        sys.stderr.write(f"ERROR: {e}\n")
+        return e.exit_code
     return result.exit_code
 
 

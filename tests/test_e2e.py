@@ -115,6 +115,14 @@ def test_run_flags_env_workdir_user_exit_code(cli):
     assert r.stdout.strip() == "bar /tmp app"
 
 
+def test_run_exit_codes_for_commands_that_cannot_start(cli):
+    missing = cli("run", "--rm", "busybox:local", "no-such-command", check=False)
+    assert missing.returncode == 127  # as docker
+    assert "no-such-command" in missing.stderr and "Traceback" not in missing.stderr
+    not_exec = cli("run", "--rm", "busybox:local", "/etc/passwd", check=False)
+    assert not_exec.returncode == 126
+
+
 # --------------------------------------------------------------------------- cache
 
 
