@@ -320,6 +320,7 @@ def _reject_constant(name: str):
 
 
 _JSON_DECODER = json.JSONDecoder(parse_constant=_reject_constant)
+_LONE_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def parse_json_array(rest: str) -> tuple[str, ...] | None:
@@ -344,7 +345,9 @@ def _parse_json(rest: str) -> tuple[str, ...] | None:
         return None
     if not all(isinstance(v, str) for v in value):
         raise _LineError(_ERR_NOT_STRING_ARRAY)
-    return tuple(value)
+    # a lone "\ud800" escape decodes to a surrogate that cannot be encoded (cache keys,
+    # config JSON); Go's decoder turns it into U+FFFD, and so do we
+    return tuple(_LONE_SURROGATE.sub("\ufffd", v) for v in value)
 
 
 def parse_words(rest: str, escape_token: str = DEFAULT_ESCAPE_TOKEN) -> list[str]:
