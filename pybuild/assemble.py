@@ -71,4 +71,6 @@ def image_config_file(target: graph.ImageTarget, states: dict, base_image=None,
         history=tuple(history),
         created=created,
         variant=parts[2] if len(parts) > 2 else "",
+        # MAINTAINER, else the base image's (BuildKit starts from the base's config)
+        author=target.author or (base_image.config.author if base_image is not None else ""),
     ), list(layers)

@@ -241,6 +241,32 @@ class ImageSource(Op):
 
 
 @dataclass(frozen=True, eq=False)
+class HttpSource(Op):
+    """One file downloaded from an HTTP(S) URL, at `/<filename>` (mode 0600, mtime from
+    Last-Modified). Its cache key is the content's checksum (resolved at solve time), or
+    `checksum` ("sha256:...") when given, which the download must also match."""
+
+    url: str = ""
+    filename: str = "__unnamed__"
+    checksum: str = ""
+    kind = "http"
+
+
+@dataclass(frozen=True, eq=False)
+class GitSource(Op):
+    """The checkout of a git repository at `ref` ("" = its HEAD): the whole tree at `/`,
+    `.git` only when `keep_git_dir`. Its cache key is the commit it resolves to;
+    `checksum` (a commit or a prefix of one) must match that commit."""
+
+    remote: str = ""
+    ref: str = ""
+    keep_git_dir: bool = False
+    checksum: str = ""
+    submodules: bool = True
+    kind = "git"
+
+
+@dataclass(frozen=True, eq=False)
 class LocalSource(Op):
     """A directory given at solve time by name ("context", or a named build context).
 
@@ -268,6 +294,7 @@ class Mount:
     size: int = 0
     secret_id: str = ""
     required: bool = False
+    env: str = ""  # secret: also (or only, with no target) set as this environment variable
 
 
 @dataclass(frozen=True, eq=False)
@@ -283,6 +310,9 @@ class Exec(Op):
     security: str = "sandbox"
     mounts: tuple[Mount, ...] = ()
     hostname: str = ""
+    # the predefined proxy build args (HTTP_PROXY, ...): in the process env, but not in
+    # the digest or cache key unless the Dockerfile declares them with ARG (as BuildKit)
+    proxy_env: tuple[str, ...] = _nokey(())
     description: str = _nokey()
     kind = "exec"
 
@@ -357,6 +387,7 @@ class ImageTarget:
     base: ImageSource | None = None  # whose config history comes first
     platform: str = "linux/amd64"
     stage_name: str = ""
+    author: str = ""  # MAINTAINER (the config's `author`); "" = the base image's
 
 
 @dataclass(frozen=True)

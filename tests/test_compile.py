@@ -221,10 +221,26 @@ def test_run_heredoc_script_and_shebang():
 
 def test_proxy_args_in_run_env_not_in_history_nor_unused():
     res, _ = build("FROM alpine\nRUN true\n", build_args={"HTTP_PROXY": "http://p:3128"})
-    assert "HTTP_PROXY=http://p:3128" in res.target.root.env
-    assert "http_proxy=http://p:3128" in res.target.root.env
+    run = res.target.root
+    assert "HTTP_PROXY=http://p:3128" in run.proxy_env
+    assert "http_proxy=http://p:3128" in run.proxy_env
+    assert not any("PROXY" in e.upper() for e in run.env)
     assert created_by(res) == ["RUN /bin/sh -c true # buildkit"]
     assert res.unused_build_args == ()
+    # an undeclared proxy changes neither the op's digest nor its definition
+    other, _ = build("FROM alpine\nRUN true\n", build_args={"HTTP_PROXY": "http://q:1"})
+    plain, _ = build("FROM alpine\nRUN true\n")
+    assert run.digest == other.target.root.digest == plain.target.root.digest
+    assert "proxy_env" not in run.definition()
+
+
+def test_declared_proxy_arg_is_part_of_the_step():
+    text = "FROM alpine\nARG HTTP_PROXY\nRUN true\n"
+    res, _ = build(text, build_args={"HTTP_PROXY": "http://p:3128"})
+    other, _ = build(text, build_args={"HTTP_PROXY": "http://q:1"})
+    assert "HTTP_PROXY=http://p:3128" in res.target.root.env
+    assert res.target.root.digest != other.target.root.digest
+    assert created_by(res)[-1] == "RUN |1 HTTP_PROXY=http://p:3128 /bin/sh -c true # buildkit"
 
 
 # --------------------------------------------------------------------------- ARG
@@ -317,16 +333,63 @@ def test_copy_expands_env_and_heredoc():
                                    "COPY <<EOF /raw # buildkit"]
 
 
-def test_add_local_unpacks_and_urls_are_refused_for_now():
+def test_add_local_unpacks_and_copy_refuses_urls():
     res, _ = build("FROM alpine\nADD app.tar.gz /opt/\n")
     assert res.target.root.actions[0].unpack_archives
     assert created_by(res) == ["ADD app.tar.gz /opt/ # buildkit"]
+    res, _ = build("FROM alpine\nADD --unpack=false app.tar.gz /opt/\n")
+    assert not res.target.root.actions[0].unpack_archives
     with pytest.raises(DockerfileError) as exc:
         build("FROM alpine\nCOPY https://example.com/x /x\n")
     assert exc.value.message == "source can't be a URL for COPY"
     with pytest.raises(DockerfileError) as exc:
-        build("FROM alpine\nADD https://example.com/x /x\n")
-    assert "not supported yet" in exc.value.message
+        build("FROM alpine\nCOPY https://example.com/r.git /x\n")
+    assert exc.value.message == "source can't be a git ref for COPY"
+
+
+def test_add_url_is_a_download_copied_to_dest():
+    res, _ = build("FROM alpine\nADD --chmod=644 https://example.com/a/b.tar.gz?x=1 /opt/\n")
+    (copy,) = res.target.root.actions
+    assert isinstance(copy.source, graph.HttpSource)
+    assert copy.source.url == "https://example.com/a/b.tar.gz?x=1"
+    assert copy.source.filename == "b.tar.gz"
+    assert copy.src == ("/b.tar.gz",) and copy.dest == "/opt/" and copy.chmod == "644"
+    assert not copy.unpack_archives  # remote archives stay packed unless --unpack=true
+    res, _ = build("FROM alpine\nADD --unpack=true https://example.com/ /x\n")
+    assert res.target.root.actions[0].source.filename == "__unnamed__"
+    assert res.target.root.actions[0].unpack_archives
+    res, _ = build(f"FROM alpine\nADD --checksum=sha256:{'a' * 64} https://e.com/f /f\n")
+    assert res.target.root.actions[0].source.checksum == "sha256:" + "a" * 64
+    with pytest.raises(DockerfileError) as exc:
+        build("FROM alpine\nADD --checksum=md5:00 https://e.com/f /f\n")
+    assert "invalid checksum" in exc.value.message
+    with pytest.raises(DockerfileError) as exc:
+        build("FROM alpine\nADD https://e.com/f local /f\n")
+    assert "must be a directory" in exc.value.message
+
+
+def test_add_git_is_a_checkout_copied_into_dest():
+    res, _ = build("FROM alpine\nADD --keep-git-dir --checksum=abc123 "
+                   "https://h.example/r.git#v1:sub/dir /src\n")
+    (copy,) = res.target.root.actions
+    src = copy.source
+    assert isinstance(src, graph.GitSource)
+    assert (src.remote, src.ref, src.keep_git_dir, src.checksum) == (
+        "https://h.example/r.git", "v1", True, "abc123")
+    assert copy.src == ("/sub/dir",) and copy.dir_contents_only and copy.dest == "/src"
+    res, _ = build("FROM alpine\nADD git@github.com:moby/buildkit.git?branch=b /src/\n")
+    src = res.target.root.actions[0].source
+    assert (src.remote, src.ref, src.keep_git_dir) == (
+        "git@github.com:moby/buildkit.git", "refs/heads/b", False)
+    # the github.com/ shorthand is also a valid path: ADD treats it as local
+    res, _ = build("FROM alpine\nADD github.com/moby/buildkit /src/\n")
+    assert isinstance(res.target.root.actions[0].source, graph.LocalSource)
+
+
+def test_maintainer_sets_author_and_stages_inherit_it():
+    res, _ = build("FROM alpine AS a\nMAINTAINER Jane <j@example.com>\nFROM a\nRUN x\n")
+    assert res.target.author == "Jane <j@example.com>"
+    assert created_by(res)[0] == "MAINTAINER Jane <j@example.com>"
 
 
 def test_copy_bad_chmod():

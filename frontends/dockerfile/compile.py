@@ -52,6 +52,9 @@ class CompileResult:
     target: graph.ImageTarget
     warnings: tuple[str, ...]
     unused_build_args: tuple[str, ...]
+    # (stage name or index, digests of the steps its own instructions made): what
+    # `--no-cache-filter STAGE` re-runs
+    stage_ops: tuple[tuple[str, tuple[str, ...]], ...] = ()
 
 
 # --------------------------------------------------------------------------- stage state
@@ -82,6 +85,7 @@ class _Stage:
     build_args: list = field(default_factory=list)  # declared ARGs: (key, value|None)
     history: list = field(default_factory=list)
     cmd_set: bool = False
+    author: str = ""  # MAINTAINER
 
     @property
     def display_name(self) -> str:
@@ -102,6 +106,7 @@ class _Compiler:
         self.context = graph.LocalSource(context_name)
         self.warnings: list[str] = []
         self.stages: list[_Stage] = []
+        self.stage_ops: list[tuple[str, tuple[str, ...]]] = []
         self.extra_sources: list[_Stage] = []
         self.lines: tuple[str, ...] = ()
         self.lexer = ShellLexer()
@@ -209,9 +214,10 @@ class _Compiler:
                 raise DockerfileError(f"invalid SOURCE_DATE_EPOCH: {value}",
                                       filename=self.filename) from None
         self.source_only_url(stage)
-        # The stage is valid, but taking a time from an HTTP source needs ADD <url>.
+        # The stage is valid, but its time (the download's Last-Modified) is only known
+        # at solve time, and the image config is assembled from compile-time values.
         raise self.error(f"SOURCE_DATE_EPOCH from stage {value!r} is not supported yet "
-                         "(ADD from a URL is not supported yet)", stage.node)
+                         "(use a number of seconds)", stage.node)
 
     def source_only_url(self, st: _Stage) -> str:
         """The URL of a "source-only" stage (FROM scratch, ARGs, one ADD of one remote
@@ -431,8 +437,13 @@ class _Compiler:
                 continue
             self.init_stage(st)
             st.dispatched = True
+            made = []
             for cmd in st.commands:
+                before = st.root
                 self.dispatch(st, cmd)
+                if st.root is not before:
+                    made.append(st.root.digest)
+            self.stage_ops.append((st.name or str(st.index), tuple(made)))
 
     def init_stage(self, st: _Stage) -> None:
         if st.base is not None:
@@ -444,6 +455,7 @@ class _Compiler:
             st.history = list(b.history)
             st.build_args = list(b.build_args)
             st.env = dict(b.env)
+            st.author = b.author
             return
         if "PATH" not in st.config.env_dict():
             st.config = st.config.with_env("PATH", DEFAULT_PATH)
@@ -517,7 +529,7 @@ class _Compiler:
         self.commit(st, msg)
 
     def d_maintainer(self, st: _Stage, cmd: ins.Maintainer) -> None:
-        # BuildKit sets the image `author` field; ImageConfig has none yet (see report).
+        st.author = cmd.maintainer  # the image config's `author`, as BuildKit sets it
         self.commit(st, f"MAINTAINER {cmd.maintainer}")
 
     def d_arg(self, st: _Stage, cmd: ins.Arg) -> None:
@@ -645,9 +657,10 @@ class _Compiler:
             args = self.with_shell(st, args)
         for spec in cmd.mounts:
             mounts.append(self.run_mount(st, cmd, spec, len(mounts)))
-        env = tuple(f"{k}={v}" for k, v in st.env.items()) + self.proxy_env
+        env = tuple(f"{k}={v}" for k, v in st.env.items())
+        # undeclared proxy args reach the process but not the digest (BuildKit's ProxyEnv)
         op = graph.Exec(root=st.root, args=args, env=env, user=st.config.user,
-                        cwd=self.workdir(st),
+                        cwd=self.workdir(st), proxy_env=self.proxy_env,
                         network=self.network if cmd.network in ("", "default") else cmd.network,
                         security=cmd.security or "sandbox", mounts=tuple(mounts),
                         description=description)
@@ -691,9 +704,6 @@ class _Compiler:
                 raise self.error("mount target must be specified", cmd.node)
             return graph.Mount(target=target, type="tmpfs", readonly=False, size=m.size_limit)
         if m.type == "secret":
-            if m.env is not None:
-                # graph.Mount cannot carry "expose as env var" yet
-                raise self.error("RUN --mount=type=secret,env=... is not supported yet", cmd.node)
             sid = m.source or m.cache_id
             if not sid:
                 if not target:
@@ -702,7 +712,7 @@ class _Compiler:
             if not target and m.env is None:
                 target = "/run/secrets/" + posixpath.basename(sid)
             return graph.Mount(target=target, type="secret", readonly=True, secret_id=sid,
-                               required=m.required,
+                               required=m.required, env=m.env or "",
                                mode=m.mode if m.mode is not None else 0o400,
                                uid=m.uid or 0, gid=m.gid or 0)
         # ssh
@@ -749,19 +759,25 @@ class _Compiler:
                 raise self.error("checksum requires HTTP(S) or Git sources", node)
         dest = _path_relative_to_workdir(dest_raw, self.workdir(st))
         local: list[str] = []
+        remote_actions: list = []
         for s in srcs:
             if _is_git(s):
                 if not add:
                     raise self.error("source can't be a git ref for COPY", node)
-                raise self.error(f"ADD from a git repository ({s}) is not supported yet", node)
+                remote_actions.append(self.git_copy(st, cmd, s, checksum, dest, chown, chmod))
+                continue
             if s.startswith(("http://", "https://")):
                 if not add:
                     raise self.error("source can't be a URL for COPY", node)
-                raise self.error(f"ADD from a URL ({s}) is not supported yet", node)
+                remote_actions.append(self.http_copy(st, cmd, s, checksum, dest, chown, chmod))
+                continue
             parents = getattr(cmd, "parents", False)
             local.append(s if parents else _go_clean("/" + s))
+        if remote_actions and len(srcs) + len(contents) > 1 and not dest.endswith("/"):
+            raise self.error("When using ADD with more than one source file, the destination "
+                             "must be a directory and end with a /", node)
         unpack = add if getattr(cmd, "unpack", None) is None else bool(cmd.unpack)
-        actions: list = []
+        actions: list = list(remote_actions)
         if local:
             actions.append(graph.Copy(
                 source=source, src=tuple(local), dest=dest, chown=chown, chmod=chmod,
@@ -783,6 +799,47 @@ class _Compiler:
                                   bool(getattr(cmd, "parents", False)))
         self.commit(st, created, op)
 
+    def http_copy(self, st: _Stage, cmd, url: str, checksum: str, dest: str, chown: str,
+                  chmod: str) -> graph.Copy:
+        """ADD <url>: a download (named after the URL's last path segment) copied to dest;
+        remote archives are unpacked only with --unpack=true."""
+        from urllib.parse import urlsplit
+
+        if checksum and not re.fullmatch(r"sha(256|384|512):[0-9a-f]+", checksum):
+            raise self.error(f"invalid checksum {checksum!r}: expected sha256:<hex digest>",
+                             cmd.node)
+        try:
+            base = posixpath.basename(urlsplit(url).path)
+        except ValueError as e:  # e.g. "Invalid IPv6 URL": it could never be downloaded
+            raise self.error(f"invalid URL {url!r}: {e}", cmd.node) from None
+        filename = base if base not in ("", ".", "..", "/") else "__unnamed__"
+        source = graph.HttpSource(url=url, filename=filename, checksum=checksum)
+        return graph.Copy(source=source, src=("/" + filename,), dest=dest, chown=chown,
+                          chmod=chmod, follow_symlinks=True, allow_wildcard=False,
+                          create_dest_path=True, dir_contents_only=False,
+                          unpack_archives=bool(getattr(cmd, "unpack", None)),
+                          dest_cwd=self.workdir(st))
+
+    def git_copy(self, st: _Stage, cmd, ref: str, checksum: str, dest: str, chown: str,
+                 chmod: str) -> graph.Copy:
+        """ADD <git url>: the checkout (or its subdir) copied into dest."""
+        from frontends.dockerfile.gitref import GitRefError, parse_git_ref
+
+        try:
+            g = parse_git_ref(ref)
+        except GitRefError as e:
+            raise self.error(str(e), cmd.node) from None
+        keep = getattr(cmd, "keep_git_dir", None)
+        if keep is None:
+            keep = bool(g.keep_git_dir)
+        source = graph.GitSource(remote=g.remote, ref=g.ref, keep_git_dir=keep,
+                                 checksum=checksum or g.checksum,
+                                 submodules=g.submodules is not False)
+        subdir = _go_clean("/" + g.subdir) if g.subdir else "/"
+        return graph.Copy(source=source, src=(subdir,), dest=dest, chown=chown, chmod=chmod,
+                          follow_symlinks=True, allow_wildcard=False, create_dest_path=True,
+                          dir_contents_only=True, dest_cwd=self.workdir(st))
+
     # ------------------------------------------------------------------ result
 
     def result(self, target: _Stage) -> CompileResult:
@@ -794,8 +851,8 @@ class _Compiler:
         tgt = graph.ImageTarget(root=target.root, config=target.config,
                                 history=tuple(target.history), base=target.base_image,
                                 platform=target.platform or self.platform,
-                                stage_name=target.name)
-        return CompileResult(tgt, tuple(self.warnings), tuple(unused))
+                                stage_name=target.name, author=target.author)
+        return CompileResult(tgt, tuple(self.warnings), tuple(unused), tuple(self.stage_ops))
 
 
 # --------------------------------------------------------------------------- public API
@@ -947,12 +1004,8 @@ def _host_platform() -> str:
 
 
 def _is_git(src: str) -> bool:
-    if src.startswith(("git@", "git://")):
-        return True
-    if src.startswith(("http://", "https://")):
-        path = src.split("#", 1)[0].split("?", 1)[0]
-        return path.endswith(".git")
-    return False
+    from frontends.dockerfile.gitref import is_git_ref
+    return is_git_ref(src)
 
 
 def _is_remote(src: str) -> bool:

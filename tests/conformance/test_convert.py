@@ -31,10 +31,7 @@ CONVERT = _load("convert_cases.json")
 EXPOSE = _load("expose_cases.json")
 
 # Cases we cannot pass yet, with the reason (reported to the lead).
-XFAIL = {
-    "ADD from URL allowed": "graph IR has no HttpSource op yet: ADD <url> is a clear "
-                            "'not supported yet' DefinitionError",
-}
+XFAIL: dict[str, str] = {}
 
 
 class FakeResolver:
