@@ -162,6 +162,13 @@ class Layers:
         self.upper = _open_host(upper, "upperdir") if upper else None
         self.work = _open_host(work, "workdir") if upper else None
 
+    @classmethod
+    def from_fds(cls, lowers: list, upper, work) -> "Layers":
+        """From fds already opened (they are closed by close())."""
+        obj = cls.__new__(cls)
+        obj.lowers, obj.upper, obj.work = list(lowers), upper, work
+        return obj
+
     def close(self) -> None:
         for fd in self.lowers + [x for x in (self.upper, self.work) if x is not None]:
             os.close(fd)
@@ -241,6 +248,66 @@ def _remount_ro(r: Resolver, path: str, flags: int = 0) -> None:
         os.close(fd)
 
 
+def _bind_at(r: Resolver, sfd: int, dst: str, ro: bool) -> None:
+    """Bind what `sfd` names onto `dst` in the rootfs (a stub dir or file is created to
+    match it); closes `sfd`."""
+    isdir = (os.fstat(sfd).st_mode & 0o170000) == 0o040000
+    fd = r.resolve(dst, "d" if isdir else "f")
+    try:
+        L.mount(_fdpath(sfd), _fdpath(fd), None, L.MS_BIND | L.MS_REC)
+    finally:
+        os.close(fd)
+        os.close(sfd)
+    if ro:
+        _remount_ro(r, dst)
+
+
+def _mount_tree(r: Resolver, base: str, lower_fds: list, dst: str, selector: str, ro: bool) -> None:
+    """Mount layer dirs as one tree on `base` (in the private scratch tmpfs), writable
+    through a throwaway tmpfs upper unless `ro`, and bind its `selector` onto `dst`."""
+    os.mkdir(base, 0o700)
+    if ro:
+        target = base
+        layers = Layers.from_fds(lower_fds, None, None)
+    else:
+        L.mount("tmpfs", base, "tmpfs", L.MS_NOSUID | L.MS_NODEV, "mode=0700")
+        for d in ("u", "w", "m"):
+            os.mkdir(f"{base}/{d}", 0o755)
+        target = base + "/m"
+        layers = Layers.from_fds(lower_fds, _open_host(base + "/u", "upperdir"),
+                                 _open_host(base + "/w", "workdir"))
+    try:
+        _mount_rootfs(target, base, layers)
+    finally:
+        layers.close()
+    treefd = os.open(target, _O_PATH | os.O_DIRECTORY)
+    try:
+        sfd = Resolver(treefd, -1).resolve(selector)
+    finally:
+        os.close(treefd)
+    if sfd is None:
+        raise SetupError(f"mount source {selector} for {dst}: not found")
+    _bind_at(r, sfd, dst, ro)
+
+
+def _mount_secret(r: Resolver, base: str, dst: str, data: bytes, mode: int, uid: int, gid: int) -> None:
+    """The secret's bytes go to a tmpfs of their own (never a disk), bound read-only."""
+    os.mkdir(base, 0o700)
+    L.mount("tmpfs", base, "tmpfs", L.MS_NOSUID | L.MS_NODEV | L.MS_NOEXEC,
+            f"mode=0700,size={len(data) + 8192}")
+    path = base + "/secret"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
+    try:
+        view = memoryview(data)
+        while view:
+            view = view[os.write(fd, view):]
+    finally:
+        os.close(fd)
+    os.chown(path, uid, gid)
+    os.chmod(path, mode & 0o7777)
+    _bind_at(r, os.open(path, _O_PATH), dst, True)
+
+
 def _setup_rootfs(spec: dict, status_fd: int) -> None:
     """In PID 1, before pivot_root: mount everything the command sees."""
     host_net = spec["network"] == "host"
@@ -262,6 +329,8 @@ def _setup_rootfs(spec: dict, status_fd: int) -> None:
         except OSError:
             pass
     bind_fds = [(_open_host(src, "mount source"), dst, ro) for src, dst, ro in spec["mounts"]]
+    tree_fds = [([_open_host(p, "mount layer directory") for p in lowers], dst, sel, ro)
+                for lowers, dst, sel, ro in spec.get("trees", ())]
     layers = Layers(spec["lowers"], spec["upper"], spec["work"])
 
     # a private tmpfs for the new root's mount point and generated files; /tmp is only
@@ -334,18 +403,25 @@ def _setup_rootfs(spec: dict, status_fd: int) -> None:
             os.close(fd)
             os.close(sfd)
 
-    for sfd, dst, ro in bind_fds:
-        isdir = (os.fstat(sfd).st_mode & 0o170000) == 0o040000
-        fd, p = at(dst, "d" if isdir else "f")
-        L.mount(_fdpath(sfd), p, None, L.MS_BIND | L.MS_REC)
-        os.close(fd)
-        os.close(sfd)
-        if ro:
-            _remount_ro(r, dst)
-    for dst, size in spec["tmpfs"]:
-        fd, p = at(dst, "d")
-        L.mount("tmpfs", p, "tmpfs", L.MS_NOSUID | L.MS_NODEV, "mode=1777" + (f",size={size}" if size else ""))
-        os.close(fd)
+    # RUN --mount: outer targets before the ones nested in them (stable otherwise)
+    extra = [(dst, "bind", (sfd, ro)) for sfd, dst, ro in bind_fds]
+    extra += [(dst, "tmpfs", size) for dst, size in spec["tmpfs"]]
+    extra += [(dst, "tree", (fds, sel, ro)) for fds, dst, sel, ro in tree_fds]
+    extra += [(s[0], "secret", s) for s in spec.get("secrets", ())]
+    extra.sort(key=lambda m: len([c for c in m[0].split("/") if c and c != "."]))
+    for n, (dst, kind, arg) in enumerate(extra):
+        if kind == "bind":
+            sfd, ro = arg
+            _bind_at(r, sfd, dst, ro)
+        elif kind == "tmpfs":
+            fd, p = at(dst, "d")
+            L.mount("tmpfs", p, "tmpfs", L.MS_NOSUID | L.MS_NODEV, "mode=1777" + (f",size={arg}" if arg else ""))
+            os.close(fd)
+        elif kind == "tree":
+            fds, sel, ro = arg
+            _mount_tree(r, f"{scratch}/t{n}", fds, dst, sel, ro)
+        else:
+            _mount_secret(r, f"{scratch}/s{n}", *arg)
 
     for hfd in dev_fds.values():
         os.close(hfd)

@@ -19,11 +19,12 @@ import select
 import stat
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
-from pybuild.errors import SandboxError
+from pybuild.errors import BuildCancelled, SandboxError
 
 HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_helper.py")
 
@@ -33,6 +34,31 @@ class BindMount:
     source: str
     target: str
     readonly: bool = True
+
+
+@dataclass(frozen=True)
+class TreeMount:
+    """A tree made of layer directories (top first; none = empty), mounted inside the
+    sandbox and bound at `target` from its `selector` path (resolved inside the tree).
+    Writable mounts get a throwaway upper dir on a tmpfs: writes vanish with the sandbox
+    (RUN --mount=type=bind,rw)."""
+
+    lowerdirs: tuple[str, ...]
+    target: str
+    selector: str = "/"
+    readonly: bool = True
+
+
+@dataclass(frozen=True)
+class SecretFile:
+    """A file whose content only ever exists on a tmpfs inside the sandbox (it reaches the
+    helper through a pipe): never on disk, never in the upperdir."""
+
+    target: str
+    data: bytes = field(repr=False)
+    mode: int = 0o400
+    uid: int = 0
+    gid: int = 0
 
 
 @dataclass(frozen=True)
@@ -48,6 +74,8 @@ class SandboxSpec:
     hostname: str = "pybuild"
     mounts: tuple[BindMount, ...] = ()
     tmpfs: tuple[tuple[str, int], ...] = ()   # (target, size in bytes or 0)
+    trees: tuple[TreeMount, ...] = ()
+    secrets: tuple[SecretFile, ...] = field(default=(), repr=False)
     create_cwd: bool = True
 
 
@@ -86,16 +114,21 @@ def _payload(spec: SandboxSpec, inherit_stdio: bool) -> bytes:
         "hostname": spec.hostname,
         "mounts": [(os.path.abspath(m.source), m.target, m.readonly) for m in spec.mounts],
         "tmpfs": [(t, int(s)) for t, s in spec.tmpfs],
+        "trees": [([os.path.abspath(p) for p in t.lowerdirs], t.target, t.selector or "/",
+                   t.readonly) for t in spec.trees],
+        "secrets": [(s.target, bytes(s.data), s.mode, s.uid, s.gid) for s in spec.secrets],
         "create_cwd": spec.create_cwd,
     })
 
 
 def run_sandboxed(spec: SandboxSpec, *, on_output: Callable[[bytes], None] | None = None,
-                  stdin: int | None = None, inherit_stdio: bool = False) -> SandboxResult:
+                  stdin: int | None = None, inherit_stdio: bool = False,
+                  cancel: threading.Event | None = None) -> SandboxResult:
     """Run `spec.args` in a sandbox on the overlay of `spec.lowerdirs` + `spec.upperdir`.
 
     Returns the command's exit code (128+n if killed by signal n). Raises ExecFailed when
-    the command cannot be started, SandboxError when the sandbox cannot be set up.
+    the command cannot be started, SandboxError when the sandbox cannot be set up, and
+    BuildCancelled (after killing the sandbox) once `cancel` is set.
     """
     payload = _payload(spec, inherit_stdio)
     start = time.monotonic()
@@ -120,7 +153,7 @@ def run_sandboxed(spec: SandboxSpec, *, on_output: Callable[[bytes], None] | Non
         _write_all(spec_w, payload)
         os.close(spec_w)
         spec_w = -1
-        _pump(out_r, status_r, on_output, status)
+        _pump(out_r, status_r, on_output, status, cancel)
         code = proc.wait()
     except BaseException:
         if proc is not None and proc.poll() is None:
@@ -147,8 +180,10 @@ def _write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view):]
 
 
-def _pump(out_r: int | None, status_r: int, on_output, status: bytearray) -> None:
-    """Read the command's output and the helper's status pipe until both are closed."""
+def _pump(out_r: int | None, status_r: int, on_output, status: bytearray,
+          cancel: threading.Event | None = None) -> None:
+    """Read the command's output and the helper's status pipe until both are closed
+    (or `cancel` is set: the caller's cleanup then kills the sandbox)."""
     poller = select.poll()
     open_fds = {status_r}
     poller.register(status_r, select.POLLIN)
@@ -156,7 +191,9 @@ def _pump(out_r: int | None, status_r: int, on_output, status: bytearray) -> Non
         poller.register(out_r, select.POLLIN)
         open_fds.add(out_r)
     while open_fds:
-        for fd, _ev in poller.poll():
+        if cancel is not None and cancel.is_set():
+            raise BuildCancelled("the step was cancelled")
+        for fd, _ev in poller.poll(None if cancel is None else 100):
             data = os.read(fd, 65536)
             if not data:
                 poller.unregister(fd)
