@@ -38,6 +38,9 @@ from pybuild.patternmatcher import PatternError, PatternMatcher
 __all__ = ["BuildContext", "ContextStats", "IgnoreFilter"]
 
 _CACHE_VERSION = 1
+# the same bytes as json.dumps(fields, separators=(",", ":")), without building a new
+# encoder for each of the (tens of thousands of) records of a context
+_encode_record = json.JSONEncoder(separators=(",", ":")).encode
 
 
 @dataclass
@@ -137,9 +140,11 @@ class BuildContext:
     def checksum(self, sources: Sequence[str], excludes: Sequence[str] = (), *,
                  follow_symlinks: bool = True, parents: bool = False,
                  allow_wildcard: bool = True, allow_empty_wildcard: bool = True,
-                 source_cwd: str = "/") -> str:
+                 source_cwd: str = "/", entries: dict[str, str] | None = None) -> str:
         """sha256 digest of everything a COPY of `sources` would read from the context.
 
+        `entries`, when given, receives context path -> sha256 of that entry's record
+        (what `pybuild build --explain` diffs to name a changed file).
         Raises ContextError for a missing (or ignored) source, with BuildKit's message.
         """
         view = self.view()
@@ -147,7 +152,13 @@ class BuildContext:
         h = hashlib.sha256()
 
         def record(*fields: object) -> None:
-            h.update(json.dumps(fields, separators=(",", ":")).encode() + b"\n")
+            line = _encode_record(fields).encode() + b"\n"
+            h.update(line)
+            if entries is not None and fields[0] in ("dir", "file"):
+                rel = _join(where[0], str(fields[1])) or "."
+                entries[rel] = hashlib.sha256(line).hexdigest()
+
+        where = [""]  # the current match's context path, for `entries`
 
         with self._lock:
             self._load_cache()
@@ -161,6 +172,7 @@ class BuildContext:
                                                source_cwd=source_cwd):
                         record("match", match.rel, match.name,
                                str(match.include.patterns[0]) if match.include else None)
+                        where[0] = match.rel
                         for event, entry in self._walk(match, ex, view):
                             if event == ENTER:
                                 record("dir", entry.rel, *self._header(entry.st))

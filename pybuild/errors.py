@@ -64,3 +64,7 @@ class SandboxError(PybuildError):
 
 class ContextError(PybuildError):
     pass
+
+
+class BuildCancelled(PybuildError):
+    """A step was stopped because another step failed or the build was interrupted."""

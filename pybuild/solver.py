@@ -22,7 +22,7 @@ from typing import Any, Mapping
 
 from cache.digest import digest_json
 from pybuild import graph
-from pybuild.errors import PybuildError, StepFailed
+from pybuild.errors import BuildCancelled, PybuildError, StepFailed
 from pybuild.progress import ProgressEvent, ProgressSink, null_sink
 
 STEP_RECORD = "step"
@@ -52,11 +52,22 @@ class StepResult:
 class Solver:
     def __init__(self, root, contexts: Mapping[str, Any] | None = None,
                  sink: ProgressSink = null_sink, *, no_cache: bool = False,
-                 jobs: int | None = None, secrets: Mapping[str, bytes] | None = None):
+                 jobs: int | None = None, secrets: Mapping[str, bytes] | None = None,
+                 no_cache_ops: frozenset[str] = frozenset(), scope: str = "",
+                 explain: bool = False, ssh: Mapping[str, Any] | None = None):
         self.root = root  # pybuild.storeroot.StoreRoot
+        # RUN --mount=type=secret|ssh: values never reach a cache key, a layer or the log
+        self.secrets = dict(secrets or {})  # id -> bytes
+        self.ssh = dict(ssh or {})  # id -> (agent socket or key file paths)
         self.contexts = dict(contexts or {})  # name -> pybuild.context.BuildContext
         self.sink = sink
         self.no_cache = no_cache
+        self.no_cache_ops = frozenset(no_cache_ops)  # op digests that must run (--no-cache-filter)
+        self.scope = scope  # what makes step positions unique in the store (Dockerfile, target)
+        self.explain = explain
+        self.explanations: list = []  # list[pybuild.explain.Explanation], when explain=True
+        self._positions: dict[str, str] = {}
+        self._tl = threading.local()
         self.jobs = jobs or max(2, os.cpu_count() or 2)
         self.states: dict[str, SolvedState] = {}
         self.steps: list[StepResult] = []
@@ -66,12 +77,14 @@ class Solver:
     # ------------------------------------------------------------------ scheduling
     def solve(self, target: graph.Op) -> SolvedState:
         ops = [op for op in target.walk() if not isinstance(op, graph.LocalSource)]
+        self._positions.update(_step_positions(ops))
         pending = {op.digest: op for op in ops if op.digest not in self.states}
         deps = {d: {i.digest for i in op.inputs if not isinstance(i, graph.LocalSource)}
                 for d, op in pending.items()}
         running: dict[Future, str] = {}
         error: BaseException | None = None
-        with ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="solve") as pool:
+        pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="solve")
+        try:
             while pending or running:
                 if error is None:
                     for d in [d for d in pending if not (deps[d] - self.states.keys())]:
@@ -84,12 +97,19 @@ class Solver:
                     running.pop(fut)
                     try:
                         fut.result()
-                    except BaseException as exc:  # first failure wins; others are drained
-                        if error is None:
+                    except BaseException as exc:  # first failure wins; the rest are cancelled
+                        if error is None or isinstance(error, BuildCancelled):
                             error = exc
-                            self._cancelled.set()
+                        self._cancelled.set()
                 if error is not None:
                     pending.clear()
+        except BaseException:
+            # Ctrl-C (KeyboardInterrupt lands in this, the main thread): running steps see
+            # the event, kill their sandboxes and remove their work dirs before we return
+            self._cancelled.set()
+            raise
+        finally:
+            pool.shutdown(wait=True, cancel_futures=True)
         if error is not None:
             raise error
         return self.states[target.digest]
@@ -97,7 +117,7 @@ class Solver:
     # ------------------------------------------------------------------ one op
     def _solve_one(self, op: graph.Op) -> None:
         if self._cancelled.is_set():
-            return
+            raise BuildCancelled("the build was cancelled")
         key = self.cache_key(op)
         name = self.describe(op)
         start = time.monotonic()
@@ -109,30 +129,65 @@ class Solver:
                 self.sink(ProgressEvent("cached", op.digest, name))
                 self._record(op, name, state, 0.0)
             return
-        if not self.no_cache:
+        forced = self.no_cache or op.digest in self.no_cache_ops
+        if not forced:
             hit = self._lookup(key, parent)
             if hit is not None:
                 self.sink(ProgressEvent("cached", op.digest, name))
+                self._remember(op, name, key, forced, hit=True)
                 self._finish(op, hit)
                 self._record(op, name, hit, 0.0)
                 return
+        explained = self._remember(op, name, key, forced, hit=False)
         self.sink(ProgressEvent("start", op.digest, name))
         try:
             if isinstance(op, graph.Exec):
                 layer = self._run_exec(op, parent, name)
             elif isinstance(op, graph.FileOp):
                 layer = self._run_fileop(op, parent)
+            elif isinstance(op, (graph.HttpSource, graph.GitSource)):
+                layer = self._run_remote(op)
             else:
                 raise PybuildError(f"the solver cannot run a {op.kind!r} op")
         except BaseException:
             self.sink(ProgressEvent("error", op.digest, name, duration=time.monotonic() - start))
             raise
         self.root.index.put(STEP_RECORD, key, {"layer": _layer_json(layer)})
+        if explained is not None:  # only a step that succeeded counts as "the last build"
+            self.root.index.put(*explained)
         state = SolvedState(parent + ((layer,) if layer else ()), key, layer, cached=False)
         duration = time.monotonic() - start
         self.sink(ProgressEvent("done", op.digest, name, duration=duration))
         self._finish(op, state)
         self._record(op, name, state, duration)
+
+    def _remember(self, op: graph.Op, name: str, key: str, forced: bool,
+                  hit: bool) -> tuple | None:
+        """Keep what this step's key was made of (an explain record), and on a miss with
+        `explain` on, say why it missed compared with the last build of the same step.
+        A hit updates the record now; a miss returns the (kind, key, value) to record
+        once the step has succeeded."""
+        from pybuild import explain as ex
+
+        position = self._positions.get(op.digest)
+        if position is None:
+            return None
+        ident = digest_json({"scope": self.scope, "position": position})
+        current = _step_record(op, name, key, self._tl.value, self._tl.files,
+                               self._tl.files_sums)
+        prev_rec = self.root.index.get(ex.EXPLAIN_RECORD, ident, touch=False)
+        previous = ex.StepRecord.from_json(prev_rec.value) if prev_rec is not None else None
+        if not hit and self.explain:
+            why = ex.explain(name, current, previous, no_cache=forced)
+            with self._lock:
+                self.explanations.append(why)
+            self.sink(ProgressEvent("info", "", "explain: " + why.render()))
+        if previous is not None and previous.key == key:
+            return None
+        if hit:
+            self.root.index.put(ex.EXPLAIN_RECORD, ident, current.to_json())
+            return None
+        return (ex.EXPLAIN_RECORD, ident, current.to_json())
 
     def _finish(self, op: graph.Op, state: SolvedState) -> None:
         with self._lock:
@@ -166,18 +221,35 @@ class Solver:
 
     # ------------------------------------------------------------------ cache keys
     def cache_key(self, op: graph.Op) -> str:
-        return digest_json({"v": 1, "op": self._key_value(op, top=True)})
+        self._tl.files = {}  # context path -> entry digest, for the explain record
+        self._tl.files_sums = []
+        if isinstance(op, (graph.HttpSource, graph.GitSource)):
+            # a remote source's key is its content (or commit), resolved by asking it now
+            self._tl.value = {"kind": op.kind, "resolved": self._remote(op).cache_key(op)}
+            return self._tl.value["resolved"]
+        self._tl.value = self._key_value(op, top=True)
+        return digest_json({"v": 1, "op": self._tl.value})
 
     def _key_value(self, value: Any, top: bool = False) -> Any:
         if isinstance(value, graph.Op) and not top:
             if isinstance(value, graph.LocalSource):
                 return {"local": value.name}
-            return {"key": self.states[value.digest].cache_key}
+            # the input's result is part of the key: a step re-run with --no-cache (or a
+            # --no-cache-filter stage) that produced different bytes rebuilds its users
+            state = self.states[value.digest]
+            return {"key": state.cache_key, "layer": state.layer.digest if state.layer else None}
         if isinstance(value, graph.Copy) and isinstance(value.source, graph.LocalSource):
             d = self._dataclass_value(value)
             ctx = self._context(value.source.name)
-            d["source"] = {"local": value.source.name,
-                           "content": ctx.checksum(value.src, value.exclude)}
+            files = getattr(self._tl, "files", None)
+            content = ctx.checksum(value.src, value.exclude,
+                                   follow_symlinks=value.follow_symlinks, parents=value.parents,
+                                   allow_wildcard=value.allow_wildcard,
+                                   allow_empty_wildcard=value.allow_empty_wildcard,
+                                   source_cwd=value.source_cwd, entries=files)
+            if files is not None:
+                self._tl.files_sums.append(content)
+            d["source"] = {"local": value.source.name, "content": content}
             return d
         if isinstance(value, graph.Mount) and isinstance(value.source, graph.LocalSource):
             d = self._dataclass_value(value)
@@ -211,10 +283,17 @@ class Solver:
             return f"[internal] load {op.ref or op.manifest_digest}"
         if isinstance(op, graph.Scratch):
             return "scratch"
+        if isinstance(op, graph.HttpSource):
+            from pybuild.httpsource import redact
+            return f"[internal] download {redact(op.url)}"
+        if isinstance(op, graph.GitSource):
+            from pybuild.httpsource import redact
+            return f"[internal] git {redact(op.remote)}#{op.ref or 'HEAD'}"
         return getattr(op, "description", "") or op.kind
 
     # ------------------------------------------------------------------ execution
     def _run_exec(self, op: graph.Exec, parent: tuple, name: str):
+        from pybuild.runmounts import prepared_mounts
         from pybuild.sandbox.namespaces import SandboxSpec, run_sandboxed
 
         snapshots = self.root.snapshots
@@ -227,12 +306,17 @@ class Solver:
             self.sink(ProgressEvent("log", op.digest, name, data=data))
 
         try:
-            spec = SandboxSpec(
-                lowerdirs=tuple(lowers), upperdir=upper, workdir=work, args=tuple(op.args),
-                env=tuple(op.env), cwd=op.cwd or "/", user=op.user,
-                network="host" if op.network == "host" else "none",
-                hostname=op.hostname or "pybuild")
-            result = run_sandboxed(spec, on_output=on_output)
+            with prepared_mounts(op, self) as mounts:
+                # network "default" is a fresh netns with only `lo` up, like "none": the
+                # host's namespaces are never touched (no bridge, no veth, no address); see
+                # docs/network.md. Only "host" shares the host's network.
+                spec = SandboxSpec(
+                    lowerdirs=tuple(lowers), upperdir=upper, workdir=work, args=tuple(op.args),
+                    env=_with_proxy_env(op) + mounts.env, cwd=op.cwd or "/", user=op.user,
+                    network="host" if op.network == "host" else "none",
+                    hostname=op.hostname or "pybuild", mounts=mounts.binds,
+                    tmpfs=mounts.tmpfs, trees=mounts.trees, secrets=mounts.secrets)
+                result = run_sandboxed(spec, on_output=on_output, cancel=self._cancelled)
             if result.exit_code != 0:
                 raise StepFailed(_command_text(op), result.exit_code, tail.text())
             return self._commit_upper(upper)
@@ -241,6 +325,28 @@ class Solver:
             raise
         finally:
             snapshots.discard(work)
+
+    def _remote(self, op: graph.Op):
+        """This solve's resolver of HTTP or git sources (it remembers what it fetched)."""
+        from pybuild.gitsource import GitSources
+        from pybuild.httpsource import HttpSources
+
+        with self._lock:
+            if not hasattr(self, "_remotes"):
+                self._remotes = {"http": HttpSources(self.root), "git": GitSources(self.root)}
+            return self._remotes[op.kind]
+
+    def _run_remote(self, op: graph.Op):
+        """A download or a git checkout, as the one layer of its own filesystem."""
+        upper, work = self.root.snapshots.new_work()
+        try:
+            self._remote(op).materialize(op, upper)
+            return self._commit_upper(upper)
+        except BaseException:
+            self.root.snapshots.discard(upper)
+            raise
+        finally:
+            self.root.snapshots.discard(work)
 
     def _run_fileop(self, op: graph.FileOp, parent: tuple):
         from pybuild import fileops
@@ -302,6 +408,61 @@ class Solver:
         return layer
 
 
+def _step_positions(ops: list) -> dict[str, str]:
+    """op digest -> its step position (pybuild.explain.step_position) for Exec/FileOp."""
+    from pybuild.explain import step_position
+
+    chains: dict[str, list[str]] = {}
+    seen: dict[str, int] = {}
+    out: dict[str, str] = {}
+    for op in ops:  # inputs before users (graph.Op.walk order)
+        root = getattr(op, "root", None)
+        if root is None:
+            continue
+        word = (getattr(op, "description", "") or op.kind).split(" ", 1)[0].upper()
+        chains[op.digest] = chains.get(root.digest, []) + [word]
+        shape = ">".join(chains[op.digest])
+        seen[shape] = seen.get(shape, 0) + 1
+        out[op.digest] = step_position(chains[op.digest], seen[shape])
+    return out
+
+
+def _step_record(op: graph.Op, name: str, key: str, value: dict, files: dict,
+                 sums: list):
+    """The explain record of a step from its key value (see Solver._key_value)."""
+    from pybuild.explain import FILE_DIGEST_CHARS, MAX_FILES, StepRecord
+
+    settings = {k: v for k, v in value.items() if k not in ("root", "kind")}
+    inputs: dict[str, str] = {}
+
+    def pull_inputs(v, path: str):
+        # inputs other than the parent (COPY --from, mount sources) are reported by name;
+        # local content is reported file by file, so both leave the settings
+        if isinstance(v, dict):
+            if "key" in v and "layer" in v:
+                inputs[path] = digest_json(v)
+                return "<input>"
+            if "local" in v and "content" in v:
+                return {"local": v["local"]}
+            return {k: pull_inputs(x, f"{path}.{k}" if path else k) for k, x in v.items()}
+        if isinstance(v, list):
+            return [pull_inputs(x, f"{path}[{i}]") for i, x in enumerate(v)]
+        return v
+
+    settings = pull_inputs(settings, "")
+    base = None
+    bottom = op
+    while getattr(bottom, "root", None) is not None:
+        bottom = bottom.root
+    if isinstance(bottom, graph.ImageSource):
+        base = (bottom.ref or "", bottom.manifest_digest)
+    kept = None if len(files) > MAX_FILES else {
+        p: d[:FILE_DIGEST_CHARS] for p, d in sorted(files.items())}
+    return StepRecord(key, name, op.kind, settings,
+                      digest_json(value.get("root")) if value.get("root") else None,
+                      base, inputs, kept, digest_json(sums) if sums else "")
+
+
 class _Tail:
     """The last N lines of a step's output, for the error message of a failed step."""
 
@@ -314,6 +475,13 @@ class _Tail:
 
     def text(self) -> str:
         return self.buf.decode(errors="replace")
+
+
+def _with_proxy_env(op: graph.Exec) -> tuple[str, ...]:
+    """The step's env plus the proxy variables it does not set itself (those are kept
+    out of the cache key: changing a proxy must not rebuild anything)."""
+    names = {e.partition("=")[0] for e in op.env}
+    return tuple(op.env) + tuple(e for e in op.proxy_env if e.partition("=")[0] not in names)
 
 
 def _command_text(op: graph.Exec) -> str:

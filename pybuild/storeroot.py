@@ -7,7 +7,10 @@ Layout under the root (`$PYBUILD_ROOT`, else `~/.local/share/pybuild`):
     s/<n>/               unpacked layers in overlay format (pybuild/snapshot/store.py)
     c/<n>/               containers of `pybuild run` (upper + work dirs)
     tmp/                 staging for atomic writes; cleared of leftovers on open
-    lock                 whole-store advisory lock
+    contexts/            stat caches of build contexts (pybuild/context.py), one per dir
+    cachemounts/         RUN --mount=type=cache directories (pybuild/runmounts.py)
+    lock                 whole-store advisory lock: builds hold it shared, prune exclusive
+                         (pybuild/storegc.py)
 """
 from __future__ import annotations
 
