@@ -3,7 +3,9 @@
 Written: `manifest.json` (Config, RepoTags, Layers), `repositories`, and the config and
 layer blobs under `blobs/sha256/` (the paths Docker 25 uses; older `docker load` follows
 whatever paths manifest.json gives). Layers go in as they are in the store: `docker load`
-decompresses gzip and zstd layers itself.
+decompresses gzip and zstd layers itself. Like Docker 25's `docker save` (and BuildKit's
+docker exporter) the tar is an OCI layout too: `oci-layout`, `index.json` and the image
+manifests, so a load keeps manifest digests (and their Docker media types).
 
 Read (through `layout.read_image_tar`): each image becomes one of our OCI manifests.
 Plain-tar layers (what `docker save` writes) are kept as they are, media type
@@ -18,7 +20,8 @@ from typing import BinaryIO
 
 from pybuild.image import mediatypes as mt
 from pybuild.image.compression import diff_id_of, sniff_compression
-from pybuild.image.layout import ImageArchiveError, Source, blob_entries, export_names
+from pybuild.image.layout import (INDEX_FILE, OCI_LAYOUT_FILE, ImageArchiveError, Source,
+                                  blob_entries, export_names, layout_file, oci_index)
 from pybuild.image.store import (ImageStore, InvalidReference, StoredImage, familiar_name,
                                  parse_ref)
 from pybuild.image.types import Descriptor, ImageConfigFile, InvalidImageDocument, Manifest
@@ -48,9 +51,11 @@ def write_docker_archive(store: ImageStore, images: list[tuple[StoredImage, list
         manifest.append({"Config": _blob_name(image.config_digest),
                          "RepoTags": repo_tags or None,
                          "Layers": [_blob_name(layer.digest) for layer in image.layers]})
-        digests.append(image.config_digest)
+        digests.extend((image.manifest_digest, image.config_digest))
         digests.extend(layer.digest for layer in image.layers)
     entries: list[TarEntry] = blob_entries(store, digests)
+    entries.append(TarEntry.file(INDEX_FILE, oci_index(store, images).to_json()))
+    entries.append(TarEntry.file(OCI_LAYOUT_FILE, layout_file()))
     entries.append(TarEntry.file(MANIFEST_FILE,
                                  json.dumps(manifest, separators=(",", ":")).encode()))
     if repositories:

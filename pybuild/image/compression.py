@@ -2,8 +2,10 @@
 
 `compress_layer` hashes the uncompressed tar (diff_id) and the compressed bytes (digest)
 in the same pass that writes the blob, so nothing is read twice. Output is deterministic:
-gzip headers carry no file name and mtime 0, zstd always runs with `threads=0` (its
-output differs between single- and multi-threaded mode), and levels are pinned.
+gzip is written by `parallel_gzip` (fixed blocks deflated on all cores; no file name,
+mtime 0), zstd always runs in multi-threaded mode (`threads=-1`: its output differs
+between single-threaded `threads=0` and multi-threaded mode, but not between 1 and N
+workers), and levels are pinned.
 """
 from __future__ import annotations
 
@@ -103,20 +105,35 @@ class _Passthrough:
 
 def _compressor(out: BinaryIO, compression: str, level: int | None):
     """A writable whose close() finishes the compressed stream without closing `out`."""
+    check_level(compression, level)
     if compression == "gzip":
-        import gzip
+        from pybuild.image.parallel_gzip import ParallelGzipWriter
 
-        # filename="" and mtime=0: the header must not depend on where or when we ran
-        return gzip.GzipFile(filename="", mode="wb", fileobj=out, mtime=0,
-                             compresslevel=GZIP_LEVEL if level is None else level)
+        # no file name, mtime 0: the header must not depend on where or when we ran
+        return ParallelGzipWriter(out, GZIP_LEVEL if level is None else level)
     if compression == "zstd":
         import zstandard
 
+        # threads=-1: all cores, and the same bytes whatever their number (>= 1)
         cctx = zstandard.ZstdCompressor(level=ZSTD_LEVEL if level is None else level,
-                                        threads=0, write_checksum=False,
+                                        threads=-1, write_checksum=False,
                                         write_content_size=False)
         return cctx.stream_writer(out, closefd=False)
     return _Passthrough(out)
+
+
+LEVEL_RANGES = {"gzip": (0, 9), "zstd": (1, 22)}
+
+
+def check_level(compression: str, level: int | None) -> None:
+    """Refuse a level the compressor does not have (BuildKit's ranges)."""
+    if level is None:
+        return
+    lo, hi = LEVEL_RANGES.get(compression, (0, -1))
+    if compression == "uncompressed":
+        raise CompressionError("compression-level needs compression=gzip or zstd")
+    if not lo <= level <= hi:
+        raise CompressionError(f"{compression} compression level must be {lo}-{hi}, got {level}")
 
 
 def sniff_compression(head: bytes) -> str:
@@ -134,9 +151,9 @@ def decompressing_reader(stream: BinaryIO) -> BinaryIO:
     buffered = stream if hasattr(stream, "peek") else io.BufferedReader(stream)  # type: ignore[arg-type]
     kind = sniff_compression(buffered.peek(4)[:4])  # type: ignore[attr-defined]
     if kind == "gzip":
-        import gzip
+        from pybuild.image.parallel_gzip import gzip_reader
 
-        return gzip.GzipFile(fileobj=buffered, mode="rb")  # type: ignore[return-value]
+        return gzip_reader(buffered)
     if kind == "zstd":
         import zstandard
 

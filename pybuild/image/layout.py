@@ -93,11 +93,11 @@ def write_oci_layout_tar(store: ImageStore, images: list[tuple[StoredImage, list
     index = oci_index(store, images)
     entries = blob_entries(store, (d for image, _ in images for d in image_blobs(image)))
     entries.append(TarEntry.file(INDEX_FILE, index.to_json()))
-    entries.append(TarEntry.file(OCI_LAYOUT_FILE, _layout_file()))
+    entries.append(TarEntry.file(OCI_LAYOUT_FILE, layout_file()))
     write_tar_entries(entries, out)  # sorted by name: the same images, the same bytes
 
 
-def _layout_file() -> bytes:
+def layout_file() -> bytes:
     return json.dumps({"imageLayoutVersion": mt.OCI_LAYOUT_VERSION}).encode()
 
 
@@ -119,7 +119,7 @@ def write_oci_layout_dir(store: ImageStore, images: list[tuple[StoredImage, list
             tmp = target + ".tmp"
             shutil.copyfile(entry.path, tmp)
             os.replace(tmp, target)
-    for name, data in ((OCI_LAYOUT_FILE, _layout_file()),
+    for name, data in ((OCI_LAYOUT_FILE, layout_file()),
                        (INDEX_FILE, oci_index(store, images).to_json())):
         fd, tmp = tempfile.mkstemp(dir=dest, prefix="." + name)
         with os.fdopen(fd, "wb") as f:

@@ -25,6 +25,8 @@ DOCKER_CONFIG = "application/vnd.docker.container.image.v1+json"
 DOCKER_LAYER_GZIP = "application/vnd.docker.image.rootfs.diff.tar.gzip"
 DOCKER_LAYER_FOREIGN_GZIP = "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"
 DOCKER_LAYER_ZSTD = "application/vnd.docker.image.rootfs.diff.tar.zstd"
+# schema 2's uncompressed layer (distribution's MediaTypeUncompressedLayer)
+DOCKER_LAYER = "application/vnd.docker.image.rootfs.diff.tar"
 # docker-archive layers are plain tars; Docker has no registry media type for them,
 # so they get the OCI one.
 DOCKER_LAYER_TAR = OCI_LAYER
@@ -40,11 +42,14 @@ CONFIGS = frozenset({OCI_CONFIG, DOCKER_CONFIG})
 _GZIP = frozenset({OCI_LAYER_GZIP, OCI_LAYER_NONDIST_GZIP, DOCKER_LAYER_GZIP,
                    DOCKER_LAYER_FOREIGN_GZIP})
 _ZSTD = frozenset({OCI_LAYER_ZSTD, OCI_LAYER_NONDIST_ZSTD, DOCKER_LAYER_ZSTD})
-_PLAIN = frozenset({OCI_LAYER, OCI_LAYER_NONDIST})
+_PLAIN = frozenset({OCI_LAYER, OCI_LAYER_NONDIST, DOCKER_LAYER})
 LAYERS = _GZIP | _ZSTD | _PLAIN
 
 # compression name -> OCI layer media type
 LAYER_BY_COMPRESSION = {"gzip": OCI_LAYER_GZIP, "zstd": OCI_LAYER_ZSTD, "uncompressed": OCI_LAYER}
+# the same with Docker schema 2 media types (`oci-mediatypes=false`, docker-archive)
+DOCKER_LAYER_BY_COMPRESSION = {"gzip": DOCKER_LAYER_GZIP, "zstd": DOCKER_LAYER_ZSTD,
+                               "uncompressed": DOCKER_LAYER}
 
 
 def layer_compression(media_type: str) -> str:
@@ -71,4 +76,5 @@ def to_oci(media_type: str) -> str:
         DOCKER_LAYER_GZIP: OCI_LAYER_GZIP,
         DOCKER_LAYER_FOREIGN_GZIP: OCI_LAYER_NONDIST_GZIP,
         DOCKER_LAYER_ZSTD: OCI_LAYER_ZSTD,
+        DOCKER_LAYER: OCI_LAYER,
     }.get(media_type, media_type)

@@ -189,22 +189,24 @@ class _TarWriter:
         self.out.write(b)
         self.size += len(b)
 
-    def add(self, h: _Header, data: bytes | None = None, fd: int | None = None) -> None:
+    def add(self, h: _Header, data: bytes | None = None, fd: int | None = None,
+            stream: BinaryIO | None = None) -> None:
         self._write(_header_bytes(h))
         self.entries += 1
         if h.type != REGTYPE or h.size == 0:
             return
         if data is not None:
             self._write(data)
-        elif fd is not None:
+        elif fd is not None or stream is not None:
             left = h.size
             while left:
-                chunk = os.read(fd, min(_CHUNK, left))
+                n = min(_CHUNK, left)
+                chunk = os.read(fd, n) if fd is not None else stream.read(n)  # type: ignore[union-attr]
                 if not chunk:
                     raise OSError(f"file shrank while it was being archived: {h.name!r}")
                 self._write(chunk)
                 left -= len(chunk)
-            if os.read(fd, 1):
+            if fd is not None and os.read(fd, 1):
                 raise OSError(f"file grew while it was being archived: {h.name!r}")
         self._write(_pad(h.size))
 
@@ -335,4 +337,55 @@ def write_tar_entries(entries: Iterable[TarEntry], out: BinaryIO, *, sort: bool 
             data = e.data or b""
             h.size = len(data)
             w.add(h, data=data)
+    return w.close()
+
+
+class TarRewriteError(ValueError):
+    """The input of `rewrite_layer_tar` is not a tar we can rewrite."""
+
+
+def rewrite_layer_tar(src: BinaryIO, out: BinaryIO, *, clamp_mtime: int) -> TarStats:
+    """Copy a layer tar stream entry by entry, in its order, with every mtime later than
+    `clamp_mtime` set to it (BuildKit's `rewrite-timestamp`): the headers are re-written
+    here, so the result has the same form as any tar of ours (integer mtimes, empty
+    uname/gname, no atime/ctime PAX records); names, owners, modes, xattrs and contents
+    are kept."""
+    import tarfile
+
+    kinds = {tarfile.REGTYPE: REGTYPE, tarfile.AREGTYPE: REGTYPE, tarfile.CONTTYPE: REGTYPE,
+             tarfile.GNUTYPE_SPARSE: REGTYPE, tarfile.LNKTYPE: LNKTYPE,
+             tarfile.SYMTYPE: SYMTYPE, tarfile.CHRTYPE: CHRTYPE, tarfile.BLKTYPE: BLKTYPE,
+             tarfile.DIRTYPE: DIRTYPE, tarfile.FIFOTYPE: FIFOTYPE}
+    w = _TarWriter(out)
+    try:
+        tf = tarfile.open(fileobj=src, mode="r|", encoding="utf-8", errors="surrogateescape")
+    except tarfile.TarError as e:
+        raise TarRewriteError(f"not a tar stream: {e}") from None
+
+    def enc(text: str) -> bytes:
+        return text.encode("utf-8", "surrogateescape")
+
+    with tf:
+        try:
+            for m in tf:
+                kind = kinds.get(m.type)
+                if kind is None:
+                    raise TarRewriteError(f"entry {m.name!r} has unsupported type {m.type!r}")
+                name = enc(m.name)
+                if kind == DIRTYPE:
+                    name = name.rstrip(b"/") + b"/"
+                xattrs = sorted((enc(k[len("SCHILY.xattr."):]), enc(v))
+                                for k, v in m.pax_headers.items()
+                                if k.startswith("SCHILY.xattr."))
+                mtime = int(m.mtime)
+                h = _Header(name, kind, mode=m.mode, uid=m.uid, gid=m.gid,
+                            size=m.size if kind == REGTYPE else 0,
+                            mtime=min(mtime, clamp_mtime), linkname=enc(m.linkname),
+                            devmajor=m.devmajor, devminor=m.devminor, xattrs=xattrs)
+                if kind == REGTYPE and m.size:
+                    w.add(h, stream=tf.extractfile(m))
+                else:
+                    w.add(h)
+        except tarfile.TarError as e:
+            raise TarRewriteError(f"corrupt tar stream: {e}") from None
     return w.close()
