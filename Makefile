@@ -2,9 +2,11 @@
 # fresh Debian bookworm machine: they install what they need first.
 PY ?= python3
 DEMO_ROOT ?= /var/tmp/pybuild-demo
-APT_PACKAGES = busybox-static skopeo umoci docker-registry apache2-utils file
+APT_PACKAGES = busybox-static skopeo umoci docker-registry apache2-utils openssl openssh-client file git
 
-.PHONY: deps demo test bench clean
+FUZZ_SECONDS ?= 180
+
+.PHONY: deps demo test bench fuzz clean
 
 deps:
 	@missing=""; for p in $(APT_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || missing="$$missing $$p"; done; \
@@ -26,6 +28,12 @@ test: deps
 
 bench: deps
 	$(PY) bench/run.py
+
+# Not part of `make test` or CI: hypothesis feeds the Dockerfile frontend generated text
+# for FUZZ_SECONDS and reports any exception that is not a DefinitionError.
+fuzz: deps
+	$(PY) -m pip install -q --disable-pip-version-check -e '.[fuzz]'
+	FUZZ_SECONDS=$(FUZZ_SECONDS) $(PY) fuzz/fuzz_parser.py
 
 clean:
 	rm -rf $(DEMO_ROOT)

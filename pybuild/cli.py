@@ -10,7 +10,8 @@ import os
 import sys
 from typing import Sequence
 
-COMMANDS = ("build", "run", "import", "load", "save", "tag", "images", "rmi", "inspect")
+COMMANDS = ("build", "run", "import", "load", "save", "tag", "images", "rmi", "inspect",
+            "pull", "push", "login", "logout", "history", "du", "prune")
 
 
 def _build_parser() -> argparse.ArgumentParser:
@@ -29,13 +30,30 @@ def _build_parser() -> argparse.ArgumentParser:
     b.add_argument("--build-arg", action="append", default=[], metavar="NAME[=VALUE]")
     b.add_argument("--target", help="build this stage and what it needs")
     b.add_argument("--network", default="default", choices=("default", "none", "host"),
-                   help="network of RUN steps")
+                   help="network of RUN steps (default: a private one with only loopback; "
+                        "see docs/network.md)")
+    b.add_argument("--secret", action="append", default=[], metavar="id=ID[,src=FILE|,env=VAR]",
+                   help="a secret for RUN --mount=type=secret (repeatable)")
+    b.add_argument("--ssh", action="append", default=[], metavar="default|ID[=SOCKET|KEY]",
+                   help="an SSH agent for RUN --mount=type=ssh (repeatable)")
     b.add_argument("--no-cache", action="store_true", help="run every step")
     b.add_argument("-o", "--output", action="append", default=[],
-                   help="type=oci|docker|image|local|tar[,dest=PATH]; a bare PATH means type=local")
+                   help="type=oci|docker|image|registry|local|tar[,dest=PATH][,name=REF]"
+                        "[,compression=gzip|zstd|uncompressed][,compression-level=N]"
+                        "[,force-compression=true][,oci-mediatypes=true|false]"
+                        "[,rewrite-timestamp=true]; a bare PATH means type=local")
     b.add_argument("--progress", default="auto", choices=("auto", "tty", "plain", "quiet"))
     b.add_argument("--jobs", type=int, help="steps run at once (default: number of cores)")
+    b.add_argument("--no-cache-filter", action="append", default=[], metavar="STAGE[,STAGE]",
+                   help="run the steps of these stages even when cached")
+    b.add_argument("--pull", action="store_true", help="resolve base images again")
+    b.add_argument("--push", action="store_true", help="push every -t name to its registry")
+    _registry_flags(b)
+    b.add_argument("--explain", action="store_true",
+                   help="say why each step that missed the cache did")
     b.add_argument("-q", "--quiet", action="store_true", help="print only the image digest")
+    b.add_argument("--check", action="store_true",
+                   help="run the build checks only (nothing is built); exit 1 on a violation")
 
     r = sub.add_parser("run", help="run a command in a new container")
     r.add_argument("image", help="image reference, or an OCI/docker-archive tarball")
@@ -60,6 +78,13 @@ def _build_parser() -> argparse.ArgumentParser:
     sv.add_argument("images", nargs="+")
     sv.add_argument("-o", "--output", required=True)
     sv.add_argument("--format", default="oci", choices=("oci", "docker"))
+    sv.add_argument("--compression", choices=("gzip", "zstd", "uncompressed"),
+                    help="layer compression (default: as stored)")
+    sv.add_argument("--compression-level", type=int, metavar="N")
+    sv.add_argument("--force-compression", action="store_true",
+                    help="recompress layers already in that compression")
+    sv.add_argument("--rewrite-timestamp", action="store_true",
+                    help="clamp file mtimes in layers to $SOURCE_DATE_EPOCH")
 
     t = sub.add_parser("tag", help="give an image another name")
     t.add_argument("source")
@@ -72,7 +97,44 @@ def _build_parser() -> argparse.ArgumentParser:
 
     ins = sub.add_parser("inspect", help="print an image's manifest and config as JSON")
     ins.add_argument("image")
+
+    sub.add_parser("du", help="show the store's disk usage and what prune would free")
+    pr = sub.add_parser("prune", help="remove build cache not needed by tagged images")
+    pr.add_argument("-a", "--all", action="store_true",
+                    help="remove all build cache, not only what tagged images don't use")
+    pr.add_argument("--keep-storage", metavar="SIZE",
+                    help="remove least recently used cache only until the store fits (e.g. 10GB)")
+    pr.add_argument("--filter", action="append", default=[], metavar="until=DURATION",
+                    help="only remove cache unused for DURATION (e.g. until=24h)")
+
+    hi = sub.add_parser("history", help="show the history of an image (newest first)")
+    hi.add_argument("image")
+    hi.add_argument("--no-trunc", action="store_true", help="do not truncate output")
+    hi.add_argument("-q", "--quiet", action="store_true", help="only layer digests")
+
+    pl = sub.add_parser("pull", help="pull an image from a registry into the local store")
+    pl.add_argument("image")
+    pl.add_argument("--platform", help="os/arch[/variant] (default: this machine's)")
+    _registry_flags(pl)
+    ps = sub.add_parser("push", help="push an image to a registry")
+    ps.add_argument("image")
+    ps.add_argument("dest", nargs="?", help="push under this name instead")
+    _registry_flags(ps)
+    li = sub.add_parser("login", help="log in to a registry (kept in ~/.docker/config.json)")
+    li.add_argument("registry", nargs="?", default="docker.io")
+    li.add_argument("-u", "--username", required=True)
+    li.add_argument("-p", "--password")
+    li.add_argument("--password-stdin", action="store_true")
+    _registry_flags(li)
+    lo = sub.add_parser("logout", help="forget a registry's credentials")
+    lo.add_argument("registry", nargs="?", default="docker.io")
     return p
+
+
+def _registry_flags(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--insecure-registry", action="append", default=[], metavar="HOST[:PORT]",
+                   help="allow plain HTTP / unverified TLS for this registry "
+                        "(also $PYBUILD_INSECURE_REGISTRIES)")
 
 
 def _split_args(argv: list[str]) -> list[str]:
@@ -112,11 +174,15 @@ def cmd_build(a) -> int:
     if a.file == "-":
         text = sys.stdin.read()
         dockerfile = None
+    if a.check:
+        return _check(a, dockerfile, text)
     progress = "quiet" if a.quiet else a.progress
     result = api.build(a.context, dockerfile, dockerfile_text=text, tags=a.tag,
                        build_args=_build_args(a.build_arg), target=a.target, network=a.network,
                        no_cache=a.no_cache, outputs=a.output, progress=progress, root=a.root,
-                       jobs=a.jobs)
+                       jobs=a.jobs, no_cache_filter=a.no_cache_filter, pull=a.pull,
+                       explain=a.explain, secrets=a.secret, ssh=a.ssh, push=a.push,
+                       insecure_registries=a.insecure_registry)
     if a.quiet:
         print(result.manifest_digest)
     else:
@@ -126,6 +192,35 @@ def cmd_build(a) -> int:
         for o in result.outputs:
             sys.stderr.write(f"exported to {o}\n")
     return 0
+
+
+def _check(a, dockerfile: str | None, text: str | None) -> int:
+    """`build --check`: the warnings with description, URL and lines; exit 1 when any
+    rule fired (as `docker build --check` does)."""
+    from pybuild import api
+    from pybuild.buildcheck import format_report
+    from pybuild.errors import DefinitionError
+
+    if text is None:
+        path = dockerfile or os.path.join(a.context, "Dockerfile")
+        try:
+            with open(path, encoding="utf-8") as f:
+                text = f.read()
+        except OSError as e:
+            sys.stderr.write(f"ERROR: failed to read Dockerfile: {path}: {e.strerror}\n")
+            return 1
+    filename = os.path.basename(dockerfile) if dockerfile else "Dockerfile"
+    lines = text.split("\n")
+    try:
+        warnings = api.check(a.context, dockerfile, dockerfile_text=text,
+                             build_args=_build_args(a.build_arg), target=a.target, root=a.root)
+    except DefinitionError as e:
+        found = getattr(e, "warnings", ())
+        if found:
+            sys.stdout.write(format_report(found, filename, lines))
+        raise
+    sys.stdout.write(format_report(warnings, filename, lines))
+    return 1 if warnings else 0
 
 
 def cmd_run(a) -> int:
@@ -166,7 +261,38 @@ def cmd_load(a) -> int:
 def cmd_save(a) -> int:
     from pybuild import api
 
-    api.save(a.images, a.output, format=a.format, root=a.root)
+    options = None
+    if a.compression or a.compression_level is not None or a.force_compression \
+            or a.rewrite_timestamp:
+        spec = ",".join(filter(None, (
+            f"type={a.format},dest=-",
+            f"compression={a.compression or 'gzip'}",
+            f"compression-level={a.compression_level}" if a.compression_level is not None else "",
+            "force-compression=true" if a.force_compression else "",
+            "rewrite-timestamp=true" if a.rewrite_timestamp else "")))
+        options = api.OutputSpec.parse(spec).image
+    api.save(a.images, a.output, format=a.format, root=a.root, options=options,
+             source_date_epoch=api.source_date_epoch())
+    return 0
+
+
+def cmd_history(a) -> int:
+    from pybuild import api
+
+    rows = api.history(a.image, root=a.root)
+    if a.quiet:
+        for r in rows:
+            print(r.layer_digest or "<missing>")
+        return 0
+    print(f"{'LAYER':<14} {'CREATED':<21} {'CREATED BY':<46} {'SIZE':>9}  COMMENT")
+    for r in rows:
+        layer = r.layer_digest or "<missing>"
+        created_by = r.created_by.replace("\n", " ")
+        if not a.no_trunc:
+            layer = layer[7:19] if r.layer_digest else layer
+            created_by = created_by if len(created_by) <= 45 else created_by[:44] + "…"
+        print(f"{layer:<14} {r.created or '':<21} {created_by:<46} {_human(r.size):>9}  "
+              f"{r.comment}")
     return 0
 
 
@@ -206,6 +332,80 @@ def cmd_inspect(a) -> int:
            "Manifest": json.loads(image.manifest.to_json()),
            "Config": json.loads(image.config.to_json())}
     print(json.dumps(doc, indent=2))
+    return 0
+
+
+def cmd_pull(a) -> int:
+    from pybuild import api
+
+    r = api.pull(a.image, platform=a.platform, root=a.root,
+                 insecure_registries=a.insecure_registry)
+    sys.stderr.write(f"pulled {r.ref} ({r.platform}): {r.blobs_fetched} blobs, "
+                     f"{_human(r.bytes_fetched)} fetched\n")
+    print(f"Digest: {r.manifest_digest}")
+    return 0
+
+
+def cmd_push(a) -> int:
+    from pybuild import api
+
+    r = api.push(a.image, a.dest, root=a.root, insecure_registries=a.insecure_registry)
+    sys.stderr.write(f"pushed {r.ref}: {r.uploaded} uploaded ({_human(r.bytes_uploaded)}), "
+                     f"{r.mounted} mounted, {r.existing} already there\n")
+    print(f"Digest: {r.digest}")
+    return 0
+
+
+def cmd_login(a) -> int:
+    from pybuild import api
+    from pybuild.errors import PybuildError
+
+    password = a.password
+    if a.password_stdin:
+        password = sys.stdin.read().rstrip("\r\n")
+    elif password is None:
+        import getpass
+        password = getpass.getpass("Password: ")
+    if not password:
+        raise PybuildError("login needs a password (-p, --password-stdin or typed)")
+    api.login(a.registry, a.username, password, insecure_registries=a.insecure_registry)
+    print("Login Succeeded")
+    return 0
+
+
+def cmd_logout(a) -> int:
+    from pybuild import api
+
+    removed = api.logout(a.registry)
+    print(f"Removing login credentials for {a.registry}" if removed
+          else f"Not logged in to {a.registry}")
+    return 0
+
+
+def cmd_du(a) -> int:
+    from pybuild import api
+
+    usage = api.du(root=a.root)
+    print(f"{'TYPE':<16} {'COUNT':>7} {'SIZE':>10} {'RECLAIMABLE':>12}")
+    for r in usage.rows:
+        size = _human(r.size) if r.kind != "build records" else "-"
+        recl = _human(r.reclaimable) if r.kind != "build records" else "-"
+        print(f"{r.kind:<16} {r.count:>7} {size:>10} {recl:>12}")
+    print(f"{'total':<16} {'':>7} {_human(usage.size):>10} {_human(usage.reclaimable):>12}")
+    return 0
+
+
+def cmd_prune(a) -> int:
+    from pybuild import api
+
+    def wait() -> None:
+        sys.stderr.write("waiting for running builds to finish...\n")
+
+    r = api.prune(all=a.all, keep_storage=a.keep_storage, filters=a.filter, root=a.root,
+                  wait=wait)
+    print(f"removed {r.records} cache records, {r.blobs} blobs, {r.snapshots} snapshots, "
+          f"{r.cache_mounts} cache mounts")
+    print(f"Total reclaimed space: {_human(r.freed)}")
     return 0
 
 
