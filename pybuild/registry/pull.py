@@ -23,15 +23,12 @@ from pybuild.image.types import Descriptor, Index, InvalidImageDocument, Manifes
 from pybuild.registry.client import RegistryClient, repo_scope
 from pybuild.registry.errors import (BlobVerificationError, ManifestNotFound, RegistryError,
                                      RegistryUnreachable)
+from pybuild.registry.records import BLOB_SOURCE, INDEX_CHOICE, PULLED_TAG  # noqa: F401
 from pybuild.registry.reference import Reference, parse_ref
 
 MANIFEST_ACCEPT = ", ".join((mt.OCI_INDEX, mt.DOCKER_MANIFEST_LIST, mt.OCI_MANIFEST,
                              mt.DOCKER_MANIFEST))
 MANIFEST_LIMIT = 4 << 20  # the distribution spec's limit for a manifest
-# cache index kinds written here (and read by push and resolve)
-BLOB_SOURCE = "registry-blob"       # blob digest -> {"repos": ["domain/path", ...]}
-INDEX_CHOICE = "registry-index"     # "<index digest> <platform>" -> {"manifest": digest}
-PULLED_TAG = "registry-tag"         # normalized tag -> {"manifest": digest} as last pulled
 
 
 @dataclass(frozen=True)

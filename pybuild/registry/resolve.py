@@ -12,7 +12,7 @@ from pybuild.errors import ImageNotFound
 from pybuild.image.store import InvalidReference, StoredImage, parse_ref
 from pybuild.image.types import Platform
 from pybuild.registry.errors import RegistryError
-from pybuild.registry.pull import INDEX_CHOICE, PULLED_TAG, pull
+from pybuild.registry.records import INDEX_CHOICE, PULLED_TAG
 
 
 def _pulled_tag(root, ref: str) -> bool:
@@ -51,6 +51,8 @@ def resolve_image(root, ref: str, platform: str | None = None, *, pull_always: b
         parsed = parse_ref(ref)
     except InvalidReference:
         raise ImageNotFound(f"{ref}: image not found in the local store") from None
+    from pybuild.registry.pull import pull  # lazily: httpx is only needed to pull
+
     try:
         result = pull(root, str(parsed), platform=want, insecure=insecure)
     except RegistryError as e:
