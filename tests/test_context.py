@@ -12,7 +12,7 @@ from pybuild.errors import ContextError
 from pybuild.fileops import apply_copy
 from pybuild.graph import Copy, LocalSource
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = Path(__file__).resolve().parent / "shared"
 E2E = SHARED / "conformance" / "buildkit" / "e2e" / "dockerignore_cases.json"
 
 

@@ -12,7 +12,7 @@ from pybuild.patternmatcher import (BadPatternError, MatchInfo, Pattern, Pattern
                                     PatternMatcher, clean_path, contains_wildcards, go_match,
                                     matches)
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+SHARED = Path(__file__).resolve().parent / "shared"
 PM_DIR = SHARED / "conformance" / "patternmatcher"
 
 if not PM_DIR.is_dir():  # pragma: no cover - the corpus lives beside the repo

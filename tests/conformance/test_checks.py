@@ -20,7 +20,7 @@ from frontends.dockerfile.checks import RULES, Warning, rule_url, run_checks, Ch
 from frontends.dockerfile.dockerignore import read_dockerignore
 from pybuild.buildcheck import ignore_checker
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+SHARED = Path(__file__).resolve().parents[1] / "shared"
 CASES_FILE = SHARED / "conformance" / "buildkit" / "lint" / "check_cases.json"
 
 pytestmark = pytest.mark.skipif(not CASES_FILE.is_file(),

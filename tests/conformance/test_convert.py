@@ -16,7 +16,7 @@ from frontends.dockerfile.history import healthcheck_created_by
 from pybuild import graph
 from pybuild.errors import DefinitionError
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+SHARED = Path(__file__).resolve().parents[1] / "shared"
 D2L = SHARED / "conformance" / "buildkit" / "dockerfile2llb"
 
 pytestmark = pytest.mark.skipif(not D2L.is_dir(), reason=f"conformance vectors not found at {D2L}")

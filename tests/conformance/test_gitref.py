@@ -9,7 +9,7 @@ import pytest
 
 from frontends.dockerfile.gitref import GitRefError, fragment_format, parse_git_ref
 
-CASES_FILE = (Path(__file__).resolve().parents[2].parent / "shared" / "conformance"
+CASES_FILE = (Path(__file__).resolve().parents[1] / "shared" / "conformance"
               / "buildkit" / "dfgitutil" / "git_ref_cases.json")
 
 pytestmark = pytest.mark.skipif(not CASES_FILE.is_file(),

@@ -13,7 +13,7 @@ from frontends.dockerfile.parser import Node, parse
 from pybuild import graph
 from pybuild.errors import DefinitionError
 
-SHARED = Path(__file__).resolve().parents[2].parent / "shared"
+SHARED = Path(__file__).resolve().parents[1] / "shared"
 CASES_FILE = SHARED / "conformance" / "buildkit" / "instructions" / "instruction_cases.json"
 
 pytestmark = pytest.mark.skipif(not CASES_FILE.is_file(),

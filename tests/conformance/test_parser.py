@@ -14,7 +14,7 @@ from frontends.dockerfile.parser import (
 )
 from pybuild.errors import DefinitionError
 
-CONFORMANCE = Path(__file__).resolve().parents[2].parent / "shared" / "conformance"
+CONFORMANCE = Path(__file__).resolve().parents[1] / "shared" / "conformance"
 PARSER_DIR = CONFORMANCE / "buildkit" / "parser"
 
 needs_vectors = pytest.mark.skipif(

@@ -8,7 +8,7 @@ import pytest
 
 from frontends.dockerfile.shell import ShellExpansionError, ShellLexer
 
-CONFORMANCE = Path(__file__).resolve().parents[2].parent / "shared" / "conformance"
+CONFORMANCE = Path(__file__).resolve().parents[1] / "shared" / "conformance"
 SHELL_DIR = CONFORMANCE / "buildkit" / "shell"
 
 pytestmark = pytest.mark.skipif(
