@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional
 
 from frontends.dockerfile import instructions as ins
+from frontends.dockerfile.compile import platform_problem
 from frontends.dockerfile.parser import (DockerfileError, Node, ParseResult, parse,
                                          split_command)
 from frontends.dockerfile.shell import ShellExpansionError, ShellLexer, go_quote
@@ -535,7 +536,7 @@ class _Checker:
                     self.warn("FromPlatformFlagConstDisallowed", "FROM --platform flag should "
                               f"not use constant value {go_quote(cmd.platform)}", node)
             problem = ("empty platform value from expression " + cmd.platform if plat == ""
-                       else _platform_problem(plat))
+                       else platform_problem(plat))
             if problem:
                 if plat != "":
                     problem = f"failed to parse platform {cmd.platform}: {problem}"
@@ -886,18 +887,6 @@ def _normalize_platform(p: str) -> str:
     return _join_platform(os_, arch, variant)
 
 
-_PLATFORM_PART = re.compile(r"^[A-Za-z0-9_.-]+$")
-
-
-def _platform_problem(p: str) -> str:
-    """Why containerd's platforms.Parse would reject `p` ("" if it would not)."""
-    for part in p.split("/"):
-        if not _PLATFORM_PART.match(part):
-            return (f'"{part}" is an invalid component of "{p}": platform specifier component '
-                    'must match "^[A-Za-z0-9_.-]+$": invalid argument')
-    if len(p.split("/")) > 3:
-        return f'"{p}": unknown operating system or architecture: invalid argument'
-    return ""
 
 
 # distribution/reference grammar, enough to tell a usable FROM name from a broken one

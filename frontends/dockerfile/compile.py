@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from typing import Mapping, Optional
 
 from frontends.dockerfile import instructions as ins
+from frontends.dockerfile.gopath import go_clean
 from frontends.dockerfile.history import (HISTORY_COMMENT, copy_created_by,
                                           go_q_list, go_v_list, healthcheck_created_by,
                                           run_created_by)
@@ -259,7 +260,7 @@ class _Compiler:
                 plat, _, unmatched = self.wrap(lambda: self.lexer.process_word_with_matches(
                     st.platform, self.global_args), st.node)
                 problem = ("empty platform value from expression " + st.platform if plat == ""
-                           else _platform_problem(plat))
+                           else platform_problem(plat))
                 if problem:
                     if plat != "":
                         problem = f"failed to parse platform {st.platform}: {problem}"
@@ -672,9 +673,9 @@ class _Compiler:
                       cmd.node)
         target = m.target
         if target and not target.startswith("/"):
-            target = _go_clean(posixpath.join(self.workdir(st), target))
+            target = go_clean(posixpath.join(self.workdir(st), target))
         elif target:
-            target = _go_clean(target)
+            target = go_clean(target)
         if target == "/":
             raise self.error('invalid mount target "/"', cmd.node)
         source: Optional[graph.Op] = None
@@ -687,13 +688,13 @@ class _Compiler:
         if m.type == "bind":
             if not target:
                 raise self.error("mount target must be specified", cmd.node)
-            selector = _go_clean("/" + m.source) if m.source else "/"
+            selector = go_clean("/" + m.source) if m.source else "/"
             return graph.Mount(target=target, type="bind", source=source or self.context,
                                selector=selector, readonly=m.readonly)
         if m.type == "cache":
             if not target:
                 raise self.error("mount target must be specified", cmd.node)
-            selector = _go_clean("/" + m.source) if m.source else "/"
+            selector = go_clean("/" + m.source) if m.source else "/"
             return graph.Mount(target=target, type="cache", source=source, selector=selector,
                                readonly=m.readonly, cache_id=m.cache_id or target,
                                sharing=m.sharing or "shared",
@@ -772,7 +773,7 @@ class _Compiler:
                 remote_actions.append(self.http_copy(st, cmd, s, checksum, dest, chown, chmod))
                 continue
             parents = getattr(cmd, "parents", False)
-            local.append(s if parents else _go_clean("/" + s))
+            local.append(s if parents else go_clean("/" + s))
         if remote_actions and len(srcs) + len(contents) > 1 and not dest.endswith("/"):
             raise self.error("When using ADD with more than one source file, the destination "
                              "must be a directory and end with a /", node)
@@ -835,7 +836,7 @@ class _Compiler:
         source = graph.GitSource(remote=g.remote, ref=g.ref, keep_git_dir=keep,
                                  checksum=checksum or g.checksum,
                                  submodules=g.submodules is not False)
-        subdir = _go_clean("/" + g.subdir) if g.subdir else "/"
+        subdir = go_clean("/" + g.subdir) if g.subdir else "/"
         return graph.Copy(source=source, src=(subdir,), dest=dest, chown=chown, chmod=chmod,
                           follow_symlinks=True, allow_wildcard=False, create_dest_path=True,
                           dir_contents_only=True, dest_cwd=self.workdir(st))
@@ -933,32 +934,10 @@ def resolve_source_date_epoch(value: str) -> Optional[int]:
 # --------------------------------------------------------------------------- path helpers
 
 
-def _go_clean(p: str) -> str:
-    """Go's path.Clean (posixpath.normpath keeps a leading "//"; Go does not)."""
-    if p == "":
-        return "."
-    rooted = p.startswith("/")
-    parts: list[str] = []
-    for seg in p.split("/"):
-        if seg in ("", "."):
-            continue
-        if seg == "..":
-            if parts and parts[-1] != "..":
-                parts.pop()
-            elif not rooted:
-                parts.append("..")
-            continue
-        parts.append(seg)
-    out = "/".join(parts)
-    if rooted:
-        return "/" + out
-    return out or "."
-
-
 def _normalize_workdir(current: str, requested: str) -> str:
     if not requested.startswith("/"):
         requested = (current or "/") + "/" + requested
-    return _go_clean(requested)
+    return go_clean(requested)
 
 
 def _path_relative_to_workdir(p: str, workdir: str) -> str:
@@ -968,7 +947,7 @@ def _path_relative_to_workdir(p: str, workdir: str) -> str:
             p = "./"
         p = workdir.rstrip("/") + "/" + p
     keep = p.endswith("/") or p.endswith("/.")
-    out = _go_clean(p)
+    out = go_clean(p)
     if keep and out != "/":
         out += "/"
     return out
@@ -977,7 +956,7 @@ def _path_relative_to_workdir(p: str, workdir: str) -> str:
 _PLATFORM_PART = re.compile(r"^[A-Za-z0-9_.-]+$")
 
 
-def _platform_problem(p: str) -> str:
+def platform_problem(p: str) -> str:
     """Why containerd's platforms.Parse would reject `p` ("" if it would not)."""
     for part in p.split("/"):
         if not _PLATFORM_PART.match(part):

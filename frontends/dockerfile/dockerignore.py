@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 
+from frontends.dockerfile.gopath import go_clean
 from pybuild.errors import PybuildError
 
 __all__ = ["read_dockerignore", "find_ignore_file", "load_dockerignore", "DockerignoreError"]
@@ -26,26 +27,6 @@ _MAX_LINE = 64 * 1024
 
 class DockerignoreError(PybuildError):
     """The ignore file cannot be read."""
-
-
-def _clean(p: str) -> str:
-    """Go's path.Clean (lexical)."""
-    rooted = p.startswith("/")
-    out: list[str] = []
-    for part in p.split("/"):
-        if part in ("", "."):
-            continue
-        if part == "..":
-            if out and out[-1] != "..":
-                out.pop()
-            elif not rooted:
-                out.append("..")
-            continue
-        out.append(part)
-    joined = "/".join(out)
-    if rooted:
-        return "/" + joined
-    return joined or "."
 
 
 def read_dockerignore(text: str | bytes | None) -> list[str]:
@@ -74,7 +55,7 @@ def read_dockerignore(text: str | bytes | None) -> list[str]:
         if invert:
             pattern = pattern[1:].strip(_GO_SPACE)
         if pattern:
-            pattern = _clean(pattern)
+            pattern = go_clean(pattern)
             if len(pattern) > 1 and pattern.startswith("/"):
                 pattern = pattern[1:]
         if invert:

@@ -563,7 +563,6 @@ def _pid1(spec: dict, status_fd: int, monitor: int) -> None:
     except OSError as e:
         _status(status_fd, f"E sandbox setup failed: {e}")
         os._exit(125)
-    import _signal
     cmd = os.fork()
     if cmd == 0:
         try:
@@ -572,20 +571,31 @@ def _pid1(spec: dict, status_fd: int, monitor: int) -> None:
             os._exit(125)
     # status_fd stays open until PID 1 dies: its EOF tells the caller the whole sandbox
     # (and with it the overlay mount) is gone
+    _forward_signals(cmd)
+    # PID 1 reaps every orphan; the command's status is the sandbox's
+    while True:
+        pid, st = os.waitpid(-1, 0)
+        if pid == cmd:
+            os._exit(_exit_status(st))
+
+
+def _forward_signals(pid: int) -> None:
+    """Pass the signals a user or the solver sends on to `pid` (the sandbox's command)."""
+    import _signal
 
     def forward(sig, _frame):
         try:
-            os.kill(cmd, sig)
+            os.kill(pid, sig)
         except OSError:
             pass
     for sig in (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP, _signal.SIGQUIT,
                 _signal.SIGUSR1, _signal.SIGUSR2):
         _signal.signal(sig, forward)
-    # PID 1 reaps every orphan; the command's status is the sandbox's
-    while True:
-        pid, st = os.waitpid(-1, 0)
-        if pid == cmd:
-            os._exit(os.WEXITSTATUS(st) if os.WIFEXITED(st) else 128 + os.WTERMSIG(st))
+
+
+def _exit_status(st: int) -> int:
+    """A wait status as a shell reports it: the exit code, or 128+N for signal N."""
+    return os.WEXITSTATUS(st) if os.WIFEXITED(st) else 128 + os.WTERMSIG(st)
 
 
 def run_main(spec: dict, status_fd: int) -> None:
@@ -607,18 +617,9 @@ def run_main(spec: dict, status_fd: int) -> None:
         finally:
             os._exit(125)
     os.close(status_fd)
-    import _signal
-
-    def forward(sig, _frame):
-        try:
-            os.kill(child, sig)
-        except OSError:
-            pass
-    for sig in (_signal.SIGTERM, _signal.SIGINT, _signal.SIGHUP, _signal.SIGQUIT,
-                _signal.SIGUSR1, _signal.SIGUSR2):
-        _signal.signal(sig, forward)
+    _forward_signals(child)
     _, st = os.waitpid(child, 0)
-    os._exit(os.WEXITSTATUS(st) if os.WIFEXITED(st) else 128 + os.WTERMSIG(st))
+    os._exit(_exit_status(st))
 
 
 def main() -> None:
