@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional
 
 from frontends.dockerfile import instructions as ins
-from frontends.dockerfile.compile import platform_problem
+from frontends.dockerfile.compile import from_platform_error
 from frontends.dockerfile.parser import (DockerfileError, Node, ParseResult, parse,
                                          split_command)
 from frontends.dockerfile.shell import ShellExpansionError, ShellLexer, go_quote
@@ -535,16 +535,8 @@ class _Checker:
                 if not (st.name and ((os_ and os_ in st.name) or (arch and arch in st.name))):
                     self.warn("FromPlatformFlagConstDisallowed", "FROM --platform flag should "
                               f"not use constant value {go_quote(cmd.platform)}", node)
-            problem = ("empty platform value from expression " + cmd.platform if plat == ""
-                       else platform_problem(plat))
+            problem = from_platform_error(cmd.platform, plat, unmatched, env)
             if problem:
-                if plat != "":
-                    problem = f"failed to parse platform {cmd.platform}: {problem}"
-                for name in sorted(unmatched):
-                    match = ins.suggest(name, list(env), True)
-                    if match:
-                        problem += f" (did you mean {match}?)"
-                        break
                 raise self.node_error(problem, node)
             st.platform_expanded = plat
         if base == "":

@@ -259,16 +259,8 @@ class _Compiler:
             if st.platform:
                 plat, _, unmatched = self.wrap(lambda: self.lexer.process_word_with_matches(
                     st.platform, self.global_args), st.node)
-                problem = ("empty platform value from expression " + st.platform if plat == ""
-                           else platform_problem(plat))
+                problem = from_platform_error(st.platform, plat, unmatched, self.global_args)
                 if problem:
-                    if plat != "":
-                        problem = f"failed to parse platform {st.platform}: {problem}"
-                    for name in sorted(unmatched):
-                        match = ins.suggest(name, list(self.global_args), True)
-                        if match:
-                            problem += f" (did you mean {match}?)"
-                            break
                     raise self.error(problem, st.node)
                 st.platform = plat
             st.base = by_name.get(base.lower())
@@ -954,6 +946,23 @@ def _path_relative_to_workdir(p: str, workdir: str) -> str:
 
 
 _PLATFORM_PART = re.compile(r"^[A-Za-z0-9_.-]+$")
+
+
+def from_platform_error(expr: str, plat: str, unmatched, known_args) -> str:
+    """The error for `FROM --platform=<expr>` expanding to `plat` ("" if it is fine), with
+    a "did you mean" for a misspelt ARG among `unmatched`."""
+    if plat == "":
+        problem = "empty platform value from expression " + expr
+    else:
+        problem = platform_problem(plat)
+        if not problem:
+            return ""
+        problem = f"failed to parse platform {expr}: {problem}"
+    for name in sorted(unmatched):
+        match = ins.suggest(name, list(known_args), True)
+        if match:
+            return problem + f" (did you mean {match}?)"
+    return problem
 
 
 def platform_problem(p: str) -> str:
