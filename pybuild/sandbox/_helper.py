@@ -457,11 +457,7 @@ def resolve_user(user: str) -> tuple[int, int, list[int], str]:
     uid = gid = 0
     home = "/"
     matched_name = ""
-    entry = None
-    for e in passwd:
-        if e[0] == name or (name.isdigit() and e[2] == name):
-            entry = e
-            break
+    entry = _find_entry(passwd, name)
     if entry is not None:
         try:
             uid, gid, home = int(entry[2]), int(entry[3]), entry[5] or "/"
@@ -475,11 +471,7 @@ def resolve_user(user: str) -> tuple[int, int, list[int], str]:
     groups_db = [e for e in _read_db("/etc/group") if len(e) >= 3]
     sgids: list[int] = []
     if group:
-        found = None
-        for e in groups_db:
-            if e[0] == group or (group.isdigit() and e[2] == group):
-                found = e
-                break
+        found = _find_entry(groups_db, group)
         if found is not None:
             gid = int(found[2])
         elif group.isdigit():
@@ -492,6 +484,15 @@ def resolve_user(user: str) -> tuple[int, int, list[int], str]:
             if matched_name in members and e[2].isdigit() and int(e[2]) not in sgids:
                 sgids.append(int(e[2]))
     return uid, gid, sgids, home
+
+
+def _find_entry(entries: list[list[str]], key: str) -> list[str] | None:
+    """The first passwd/group entry named `key`, or with `key` as its numeric id (a name
+    wins only by coming first, as in runc's lookup)."""
+    for e in entries:
+        if e[0] == key or (key.isdigit() and e[2] == key):
+            return e
+    return None
 
 
 def _find_executable(arg0: str, env: dict[str, str]) -> str:
