@@ -554,57 +554,73 @@ def mkdir_all(root: str, path: str, mode: int = 0o755, owner: Owner | None = Non
 
 def _copy_data(src: str, dst_fd: int, size: int) -> None:
     with open(src, "rb", buffering=0) as f:
-        in_fd = f.fileno()
-        copied = 0
-        use_cfr = hasattr(os, "copy_file_range")
-        while copied < size or size == 0:
-            chunk = min(size - copied, 1 << 30) if size else 1 << 20
-            n = 0
-            if use_cfr:
-                try:
-                    n = os.copy_file_range(in_fd, dst_fd, chunk)
-                except OSError as e:
-                    if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP,
-                                       errno.EPERM, errno.EBADF):
-                        raise
-                    use_cfr = False
-                    continue
-            else:
-                try:
-                    n = os.sendfile(dst_fd, in_fd, None, chunk)
-                except OSError as e:
-                    if e.errno not in (errno.EINVAL, errno.ENOSYS):
-                        raise
-                    data = f.read(1 << 20)
-                    n = len(data)
-                    if n:
-                        os.write(dst_fd, data)  # short writes are not expected on files
-            if n == 0:
-                break  # EOF (the file shrank, or was empty)
-            copied += n
+        _copy_fd(f, dst_fd, size)
+
+
+def _copy_fd(f, dst_fd: int, size: int, use_cfr: bool = True) -> bool:
+    """Copy the open file `f` (unbuffered) into `dst_fd`: `size` bytes, or to EOF.
+    Returns False when copy_file_range refused to cross filesystems (EXDEV, as from the
+    context into an overlay), so that a caller copying many files stops asking."""
+    in_fd = f.fileno()
+    copied = 0
+    cross_ok = True
+    use_cfr = use_cfr and hasattr(os, "copy_file_range")
+    while copied < size or size == 0:
+        chunk = min(size - copied, 1 << 30) if size else 1 << 20
+        n = 0
+        if use_cfr:
+            try:
+                n = os.copy_file_range(in_fd, dst_fd, chunk)
+            except OSError as e:
+                if e.errno not in (errno.EXDEV, errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP,
+                                   errno.EPERM, errno.EBADF):
+                    raise
+                use_cfr = False
+                cross_ok = e.errno != errno.EXDEV
+                continue
+        else:
+            try:
+                n = os.sendfile(dst_fd, in_fd, None, chunk)
+            except OSError as e:
+                if e.errno not in (errno.EINVAL, errno.ENOSYS):
+                    raise
+                data = f.read(1 << 20)
+                n = len(data)
+                if n:
+                    os.write(dst_fd, data)  # short writes are not expected on files
+        if n == 0:
+            break  # EOF (the file shrank, or was empty)
+        copied += n
+    return cross_ok
 
 
 _SKIP_XATTRS = ("security.selinux", "system.")
+_CREATE = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
-def _copy_xattrs(src: str, dst: str) -> None:
+def _copy_xattrs(src: str | int, dst: str | int) -> None:
+    """Copy xattrs between paths (symlinks not followed) or open fds."""
+    src_kw = {} if isinstance(src, int) else {"follow_symlinks": False}
+    dst_kw = {} if isinstance(dst, int) else {"follow_symlinks": False}
     try:
-        names = os.listxattr(src, follow_symlinks=False)
+        names = os.listxattr(src, **src_kw)
     except OSError:
         return
     for name in names:
         if name.startswith(_SKIP_XATTRS):
             continue
         try:
-            os.setxattr(dst, name, os.getxattr(src, name, follow_symlinks=False),
-                        follow_symlinks=False)
+            os.setxattr(dst, name, os.getxattr(src, name, **src_kw), **dst_kw)
         except OSError:
             pass  # like BuildKit: an xattr the destination refuses is logged, not fatal
 
 
-def _chown(path: str, uid: int, gid: int) -> None:
+def _chown(path: str | int, uid: int, gid: int) -> None:
     try:
-        os.lchown(path, uid, gid)
+        if isinstance(path, int):
+            os.fchown(path, uid, gid)
+        else:
+            os.lchown(path, uid, gid)
     except PermissionError:
         # without root (tests, a future rootless mode without an id map) ownership is
         # best effort; as root a refusal is a real error
@@ -622,6 +638,7 @@ class _Copier:
         self.reset_owner = reset_owner
         self.mode = mode
         self.inodes: dict[tuple[int, int], str] = {}
+        self._cfr = True  # copy_file_range still worth trying for this destination
 
     def ids(self, st: os.stat_result) -> tuple[int, int]:
         if self.owner is not None:
@@ -639,6 +656,34 @@ class _Copier:
             os.chmod(dst, perm)  # after chown: chown clears setuid/setgid
         _copy_xattrs(src, dst)
         os.utime(dst, ns=(st.st_atime_ns, st.st_mtime_ns), follow_symlinks=False)
+
+    def _put_file(self, src: str, target: str, st: os.stat_result) -> None:
+        """A regular file made, filled and given its metadata through open fds: the same
+        operations as by path, without walking the (overlay) path again for each."""
+        try:
+            fd = os.open(target, _CREATE, 0o600)
+        except FileExistsError:
+            self._make_room(target)
+            fd = os.open(target, _CREATE, 0o600)
+        try:
+            with open(src, "rb", buffering=0) as f:
+                self._cfr = _copy_fd(f, fd, st.st_size, self._cfr) and self._cfr
+                _chown(fd, *self.ids(st))
+                perm = stat.S_IMODE(st.st_mode)
+                if self.mode is not None:
+                    perm = self.mode.apply(perm, False)
+                os.fchmod(fd, perm)  # after chown: chown clears setuid/setgid
+                _copy_xattrs(f.fileno(), fd)
+                os.utime(fd, ns=(st.st_atime_ns, st.st_mtime_ns))
+        finally:
+            os.close(fd)
+
+    def _make_room(self, target: str) -> None:
+        tst = _lstat(target)
+        if tst is not None:
+            if stat.S_ISDIR(tst.st_mode):
+                raise self._err("cannot replace to directory {path} with file", target)
+            os.unlink(target)
 
     def _err(self, msg: str, host: str) -> FileOpError:
         return FileOpError(msg.format(path=_dest_rel(self.dest_root, host)))
@@ -663,12 +708,11 @@ class _Copier:
         raise self._err("cannot copy to non-directory: {path}", target)
 
     def put_leaf(self, src: str, target: str, st: os.stat_result) -> None:
-        tst = _lstat(target)
-        if tst is not None:
-            if stat.S_ISDIR(tst.st_mode):
-                raise self._err("cannot replace to directory {path} with file", target)
-            os.unlink(target)
         mode = st.st_mode
+        if stat.S_ISREG(mode) and st.st_nlink == 1:
+            self._put_file(src, target, st)
+            return
+        self._make_room(target)
         if stat.S_ISREG(mode):
             key = (st.st_dev, st.st_ino)
             if st.st_nlink > 1:
@@ -730,8 +774,8 @@ def apply_copy(action: Copy, src_root: str, dest_root: str, *,
     `ignore` hides context paths (the .dockerignore view: pass
     `BuildContext.ignore_filter`). `reset_owner` (default: the source is a LocalSource)
     gives copied files 0:0 unless --chown says otherwise. `--chown` names are looked up
-    in `user_root` (default `dest_root`; `COPY --link` copies into an empty directory and
-    passes the stage's rootfs here).
+    in `user_root` (default `dest_root`; the solver gives a `COPY --link` its names already
+    resolved to ids in the stage, see `pybuild.linkusers`).
     """
     src_root = os.path.abspath(src_root)
     dest_root = os.path.abspath(dest_root)

@@ -14,13 +14,12 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
-import httpx
-
 from cache.digest import CHUNK, digest_bytes
 from cache.store import DigestMismatch
 from pybuild.image import mediatypes as mt
 from pybuild.image.types import Descriptor, Index, InvalidImageDocument, Manifest, Platform
 from pybuild.registry.client import RegistryClient, repo_scope
+from pybuild.registry.httpxlib import httpx  # without its CLI and trio
 from pybuild.registry.errors import (BlobVerificationError, ManifestNotFound, RegistryError,
                                      RegistryUnreachable)
 from pybuild.registry.records import BLOB_SOURCE, INDEX_CHOICE, PULLED_TAG  # noqa: F401

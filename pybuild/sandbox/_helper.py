@@ -18,6 +18,9 @@ and reaps zombies until it exits. PID 1's exit ends the namespace and every proc
 MODE "mount": unshare a mount namespace, mount the overlay on a directory of a tmpfs
 private to it, say "R <dir>", and wait for stdin to close; the caller reaches the mount via /proc/<pid>/root.
 
+MODE "serve" (`_helper.py serve SOCK_FD`): the fork server of sandbox/forkserver.py; each
+request forks a child that runs "run" or "mount" exactly as above.
+
 Imports are kept to C-backed modules plus `linux` (ctypes): startup time is the
 sandbox's overhead.
 """
@@ -599,9 +602,9 @@ def _exit_status(st: int) -> int:
     return os.WEXITSTATUS(st) if os.WIFEXITED(st) else 128 + os.WTERMSIG(st)
 
 
-def run_main(spec: dict, status_fd: int) -> None:
+def run_main(spec: dict, status_fd: int, ppid: int | None = None) -> None:
     L.set_pdeathsig(9)
-    if os.getppid() != spec["ppid"]:
+    if os.getppid() != (spec["ppid"] if ppid is None else ppid):
         os._exit(1)
     if spec["setsid"]:
         os.setsid()
@@ -623,18 +626,133 @@ def run_main(spec: dict, status_fd: int) -> None:
     os._exit(_exit_status(st))
 
 
-def main() -> None:
-    mode, spec_fd, status_fd = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+def _helper_main(mode: str, spec_fd: int, status_fd: int, ppid: int | None = None) -> None:
     spec = marshal.loads(_read_all(spec_fd))
     os.close(spec_fd)
     os.set_inheritable(status_fd, False)  # never into the command
     if mode == "mount":
         mount_main(spec, status_fd)
     elif mode == "run":
-        run_main(spec, status_fd)
+        run_main(spec, status_fd, ppid)
     else:
         _status(status_fd, f"E unknown helper mode {mode}")
         os._exit(2)
+
+
+# --- mode "serve" ---------------------------------------------------------------------
+
+def serve_main(sock_fd: int) -> None:
+    """The fork server (pybuild/sandbox/forkserver.py has the protocol): fork one helper
+    per request from this fresh, single-threaded process, so a RUN or a COPY mount pays
+    for a fork instead of an interpreter start-up."""
+    import _signal
+    import _socket
+    import array
+    import select
+    import fcntl  # noqa: F401  (imported once here for loopback_up in every child)
+    import struct  # noqa: F401
+
+    _signal.signal(_signal.SIGINT, _signal.SIG_IGN)  # Ctrl-C is pybuild's to handle
+    sock = _socket.socket(fileno=sock_fd)
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    _signal.set_wakeup_fd(wake_w)
+    _signal.signal(_signal.SIGCHLD, lambda *_: None)
+    me = os.getpid()
+    children: dict[int, int] = {}  # helper pid -> its exit pipe
+    poller = select.poll()
+    poller.register(sock_fd, select.POLLIN)
+    poller.register(wake_r, select.POLLIN)
+    fd_room = _socket.CMSG_SPACE(8 * array.array("i").itemsize)
+    while True:
+        for fd, _ev in poller.poll():
+            if fd == wake_r:
+                try:
+                    while os.read(wake_r, 512):
+                        pass
+                except BlockingIOError:
+                    pass
+                _reap(children)
+                continue
+            msg, anc, _flags, _addr = sock.recvmsg(64, fd_room, _socket.MSG_CMSG_CLOEXEC)
+            fds = array.array("i")
+            for level, kind, data in anc:
+                if level == _socket.SOL_SOCKET and kind == _socket.SCM_RIGHTS:
+                    fds.frombytes(data[:len(data) - len(data) % fds.itemsize])
+            fds = list(fds)
+            if not msg:  # pybuild's end is closed: it exited or died; so do its helpers
+                for pid in children:
+                    _kill(pid)
+                os._exit(0)
+            if msg[:1] == b"R" and len(fds) == 6:
+                _fork_helper(msg[1:].decode(), fds, me, children,
+                             (sock_fd, wake_r, wake_w))
+            elif msg[:1] == b"K" and msg[1:].isdigit() and int(msg[1:]) in children:
+                _kill(int(msg[1:]))  # only a helper not yet reaped: its pid is still ours
+            for fd in fds:
+                os.close(fd)
+
+
+def _kill(pid: int) -> None:
+    try:
+        os.kill(pid, 9)
+    except OSError:
+        pass
+
+
+def _reap(children: dict[int, int]) -> None:
+    while True:
+        try:
+            pid, st = os.waitpid(-1, os.WNOHANG)
+        except ChildProcessError:
+            return
+        if pid == 0:
+            return
+        fd = children.pop(pid, None)
+        if fd is not None:
+            code = os.WEXITSTATUS(st) if os.WIFEXITED(st) else -os.WTERMSIG(st)
+            try:
+                os.write(fd, b"%d\n" % code)
+            except OSError:
+                pass
+            os.close(fd)
+
+
+def _fork_helper(mode: str, fds: list[int], server: int, children: dict[int, int],
+                 own: tuple[int, ...]) -> None:
+    spec_r, status_w, fin, fout, ferr, exit_w = fds
+    pid = os.fork()
+    if pid == 0:
+        try:
+            import _signal
+            _signal.set_wakeup_fd(-1)
+            _signal.signal(_signal.SIGCHLD, _signal.SIG_DFL)
+            _signal.signal(_signal.SIGINT, _signal.default_int_handler)  # as a fresh python
+            L.set_pdeathsig(9)
+            if os.getppid() != server:
+                os._exit(1)
+            # nothing of the server's, nor other helpers' exit pipes, stays open in here
+            for fd in (*own, *children.values(), exit_w):
+                os.close(fd)
+            for fd, std in ((fin, 0), (fout, 1), (ferr, 2)):
+                os.dup2(fd, std)
+            for fd in {fin, fout, ferr}:
+                os.close(fd)
+            _helper_main(mode, spec_r, status_w, server)
+        finally:
+            os._exit(125)
+    children[pid] = os.dup(exit_w)
+    try:
+        os.write(exit_w, b"%d\n" % pid)
+    except OSError:
+        pass
+
+
+def main() -> None:
+    mode = sys.argv[1]
+    if mode == "serve":
+        serve_main(int(sys.argv[2]))
+        return
+    _helper_main(mode, int(sys.argv[2]), int(sys.argv[3]))
 
 
 if __name__ == "__main__":

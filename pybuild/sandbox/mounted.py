@@ -18,18 +18,52 @@ import contextlib
 import marshal
 import os
 import subprocess
-import sys
+import threading
 from typing import Iterator
 
 from pybuild.errors import SandboxError
-from pybuild.sandbox.namespaces import HELPER
+from pybuild.sandbox.forkserver import spawn_helper
+
+
+# helpers still tearing down a writable mount (`defer_release`), by upper and work dir
+_releasing: dict[str, object] = {}
+_releasing_lock = threading.Lock()
+
+
+def wait_released(path: str) -> None:
+    """Wait until no deferred mount uses `path` (an upper or work dir, or a directory
+    holding them) any more. The snapshot store calls this before it renames or removes
+    such a directory."""
+    path = os.path.abspath(path)
+    with _releasing_lock:
+        procs = {k: p for k, p in _releasing.items()
+                 if k == path or k.startswith(path + "/")}
+    for proc in set(procs.values()):
+        _reap(proc)
+    with _releasing_lock:
+        for k in [k for k, p in _releasing.items() if p in procs.values()]:
+            del _releasing[k]
+
+
+def _reap(proc) -> None:
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
 
 
 @contextlib.contextmanager
 def mounted_rootfs(lowerdirs: list[str], upperdir: str | None = None,
-                   workdir: str | None = None) -> Iterator[str]:
+                   workdir: str | None = None, *, defer_release: bool = False) -> Iterator[str]:
     """Yield a path where lowerdirs (top first) + upperdir are visible merged; read-only
-    without an upperdir."""
+    without an upperdir.
+
+    `defer_release` (with an upperdir): when the body succeeds, return without waiting
+    for the mount's teardown (~8 us per file the copy made: 0.16 s for 20,000 files),
+    so that it overlaps whatever comes next, e.g. writing the layer tar, which only
+    reads the upper dir. Call `wait_released()` (SnapshotStore.adopt and discard do)
+    before moving or removing the upper or work dir."""
     if upperdir is not None and workdir is None:
         raise SandboxError("mounted_rootfs: an upperdir needs a workdir")
     spec = marshal.dumps({
@@ -40,16 +74,16 @@ def mounted_rootfs(lowerdirs: list[str], upperdir: str | None = None,
     })
     spec_r, spec_w = os.pipe()
     status_r, status_w = os.pipe()
-    proc = None
+    # the helper holds the mount until its stdin closes (or pybuild dies)
+    hold_r, hold_w = os.pipe()
+    null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    proc = deferred = None
     try:
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", HELPER, "mount", str(spec_r), str(status_w)],
-                pass_fds=(spec_r, status_w), stdin=subprocess.PIPE,
-                stdout=subprocess.DEVNULL, close_fds=True)
+            proc = spawn_helper("mount", spec_r, status_w, stdin=hold_r, stdout=null, stderr=2)
         finally:
-            os.close(spec_r)
-            os.close(status_w)
+            for fd in (spec_r, status_w, hold_r, null):
+                os.close(fd)
         os.write(spec_w, spec)
         os.close(spec_w)
         spec_w = -1
@@ -64,15 +98,15 @@ def mounted_rootfs(lowerdirs: list[str], upperdir: str | None = None,
             msg = text[2:].strip() if text.startswith("E ") else "the mount helper exited"
             raise SandboxError(f"cannot mount the rootfs: {msg}")
         yield f"/proc/{proc.pid}/root{text[2:].strip()}"
+        if defer_release and upperdir is not None:
+            with _releasing_lock:
+                _releasing[os.path.abspath(upperdir)] = proc
+                _releasing[os.path.abspath(workdir)] = proc  # type: ignore[arg-type]
+            deferred = proc
     finally:
         if spec_w >= 0:
             os.close(spec_w)
         os.close(status_r)
-        if proc is not None:
-            if proc.stdin is not None:
-                proc.stdin.close()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        os.close(hold_w)
+        if proc is not None and proc is not deferred:
+            _reap(proc)

@@ -141,11 +141,7 @@ def run_sandboxed(spec: SandboxSpec, *, on_output: Callable[[bytes], None] | Non
     status = bytearray()
     try:
         try:
-            proc = subprocess.Popen(
-                [sys.executable, "-I", "-S", HELPER, "run", str(spec_r), str(status_w)],
-                pass_fds=(spec_r, status_w),
-                stdin=stdin if stdin is not None else subprocess.DEVNULL,
-                stdout=out_w, stderr=out_w, close_fds=True)
+            proc = _start_helper(spec_r, status_w, stdin, out_w)
         finally:
             for fd in (spec_r, status_w, out_w):
                 if fd is not None:
@@ -172,6 +168,23 @@ def run_sandboxed(spec: SandboxSpec, *, on_output: Callable[[bytes], None] | Non
     duration = time.monotonic() - start
     _raise_for_status(status)
     return SandboxResult(code, duration)
+
+
+def _start_helper(spec_r: int, status_w: int, stdin: int | None, out_w: int | None):
+    if out_w is None:  # the terminal's stdio (`pybuild run`): a process of its own
+        return subprocess.Popen(
+            [sys.executable, "-I", "-S", HELPER, "run", str(spec_r), str(status_w)],
+            pass_fds=(spec_r, status_w),
+            stdin=stdin if stdin is not None else subprocess.DEVNULL, close_fds=True)
+    from pybuild.sandbox.forkserver import spawn_helper
+
+    null = os.open(os.devnull, os.O_RDONLY | os.O_CLOEXEC) if stdin is None else -1
+    try:
+        return spawn_helper("run", spec_r, status_w, stdin=stdin if stdin is not None else null,
+                            stdout=out_w, stderr=out_w)
+    finally:
+        if null >= 0:
+            os.close(null)
 
 
 def _write_all(fd: int, data: bytes) -> None:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import os
 import stat
+import struct
 from dataclasses import dataclass, field
 from typing import BinaryIO, Iterable
 
@@ -101,27 +102,23 @@ def _pax_record(key: bytes, value: bytes) -> bytes:
     return str(n).encode() + body
 
 
+# the ustar header as one struct (fields in order; uname/gname stay empty on purpose):
+# name mode uid gid size mtime chksum typeflag linkname magic+version uname gname
+# devmajor devminor prefix+padding. Callers keep every value within its field (a longer
+# one goes to PAX), so no field is ever truncated here.
+_USTAR = struct.Struct("100s8s8s8s12s12s8s1s100s8s32s32s8s8s167s")
+_NO_SUM = b"        "  # the checksum field counts as spaces while the sum is taken
+
+
 def _ustar_block(h: _Header, name: bytes, linkname: bytes, size: int, mtime: int,
                  uid: int, gid: int) -> bytes:
-    buf = bytearray(BLOCK)
-    buf[0:len(name)] = name
-    buf[100:108] = _octal(h.mode & 0o7777, 8)
-    buf[108:116] = _octal(uid, 8)
-    buf[116:124] = _octal(gid, 8)
-    buf[124:136] = _octal(size, 12)
-    buf[136:148] = _octal(mtime, 12)
-    buf[148:156] = b"        "
-    buf[156:157] = h.type
-    buf[157:157 + len(linkname)] = linkname
-    buf[257:263] = b"ustar\0"
-    buf[263:265] = b"00"
-    # uname (265..297) and gname (297..329) stay empty on purpose
-    if h.type in (CHRTYPE, BLKTYPE):
-        buf[329:337] = _octal(h.devmajor, 8)
-        buf[337:345] = _octal(h.devminor, 8)
-    chksum = sum(buf)
-    buf[148:156] = b"%06o\0 " % chksum
-    return bytes(buf)
+    dev = h.type in (CHRTYPE, BLKTYPE)
+    buf = _USTAR.pack(name, b"%07o\0" % (h.mode & 0o7777), b"%07o\0" % uid, b"%07o\0" % gid,
+                      b"%011o\0" % size, b"%011o\0" % mtime, _NO_SUM, h.type, linkname,
+                      b"ustar\x0000", b"", b"",
+                      b"%07o\0" % h.devmajor if dev else b"",
+                      b"%07o\0" % h.devminor if dev else b"", b"")
+    return b"%s%06o\0 %s" % (buf[:148], sum(buf), buf[156:])
 
 
 def _header_bytes(h: _Header) -> bytes:

@@ -79,6 +79,7 @@ class SnapshotStore:
         The upperdir (and its work unit) are consumed; if the layer is already known,
         the upperdir is discarded and the existing snapshot returned."""
         upper_dir = os.path.abspath(upper_dir)
+        _wait_released(upper_dir)
         with self._lock(diff_id):
             existing = self.get(diff_id)
             if existing is not None:
@@ -109,6 +110,7 @@ class SnapshotStore:
         path = os.path.abspath(path)
         unit = self._work_unit(path)
         if unit is not None:
+            _wait_released(unit)
             shutil.rmtree(unit, ignore_errors=True)
             return
         if os.path.dirname(path) == self.snap_dir:
@@ -161,6 +163,16 @@ class SnapshotStore:
             yield
         finally:
             os.close(fd)
+
+
+def _wait_released(path: str) -> None:
+    """Wait for a COPY's overlay over `path` to be gone (see mounted_rootfs's
+    defer_release) before the directory is moved or removed."""
+    import sys
+
+    mounted = sys.modules.get("pybuild.sandbox.mounted")  # not imported: nothing mounted
+    if mounted is not None:
+        mounted.wait_released(path)
 
 
 def _max_number(parent: str) -> int:
