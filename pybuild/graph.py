@@ -354,14 +354,38 @@ class Mkfile:
     chown: str = ""
 
 
+def chown_has_names(spec: str) -> bool:
+    """Whether a `user[:group]` chown spec names a user or group (numbers need no
+    /etc/passwd): what makes a linked copy depend on its stage's user database."""
+    return any(part and not (part.isascii() and part.isdigit()) for part in spec.split(":", 1))
+
+
 @dataclass(frozen=True, eq=False)
 class FileOp(Op):
-    """File actions applied in order on top of `root`; the change becomes one layer."""
+    """File actions applied in order on top of `root`; the change becomes one layer.
+
+    `users_from`: the filesystem whose /etc/passwd and /etc/group resolve `chown` names
+    (None: `root`'s). A COPY --link runs on Scratch but names its owners as the stage
+    does; only the ids the names resolve to enter the cache key, not that filesystem."""
 
     root: Op = field(default_factory=Scratch)
     actions: tuple[Copy | Mkdir | Mkfile, ...] = ()
+    users_from: Op | None = None
     description: str = _nokey()
     kind = "file"
+
+
+@dataclass(frozen=True, eq=False)
+class Merge(Op):
+    """`root`'s filesystem with the filesystems of `upper` stacked on it, in order
+    (BuildKit's MergeOp): its layer chain is root's followed by each upper's, and it adds
+    no layer of its own. COPY --link is a FileOp on Scratch merged onto its stage, so that
+    copy's layer and cache key do not depend on anything below it (it can be rebased)."""
+
+    root: Op = field(default_factory=Scratch)
+    upper: tuple[Op, ...] = ()
+    description: str = _nokey()
+    kind = "merge"
 
 
 # --------------------------------------------------------------------------- build target

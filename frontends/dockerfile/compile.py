@@ -436,6 +436,8 @@ class _Compiler:
                 self.dispatch(st, cmd)
                 if st.root is not before:
                     made.append(st.root.digest)
+                    # COPY --link: the linked copy is the stage's step (--no-cache-filter)
+                    made.extend(u.digest for u in getattr(st.root, "upper", ()))
             self.stage_ops.append((st.name or str(st.index), tuple(made)))
 
     def init_stage(self, st: _Stage) -> None:
@@ -786,8 +788,18 @@ class _Compiler:
                 source=inline, src=("/" + path,), dest=dest, chown=chown, chmod=chmod,
                 follow_symlinks=False, allow_wildcard=False, allow_empty_wildcard=False,
                 create_dest_path=True, dir_contents_only=False, dest_cwd=self.workdir(st)))
-        op = graph.FileOp(root=st.root, actions=tuple(actions), description=self.describe(st, cmd))
-        st.root = op
+        description = self.describe(st, cmd)
+        if getattr(cmd, "link", False) and not chmod:
+            # --link (as BuildKit, not with --chmod): copy into an empty filesystem and
+            # stack that layer on the stage, so neither its key nor its bytes depend on
+            # what lies below; --chown names are still looked up in the stage
+            users = st.root if graph.chown_has_names(chown) else None
+            op = graph.FileOp(root=graph.Scratch(), actions=tuple(actions), users_from=users,
+                              description=description)
+            st.root = graph.Merge(root=st.root, upper=(op,), description=description)
+        else:
+            op = graph.FileOp(root=st.root, actions=tuple(actions), description=description)
+            st.root = op
         created = copy_created_by(add, srcs, [p for p, _ in contents], dest_raw, chown, chmod,
                                   bool(getattr(cmd, "parents", False)))
         self.commit(st, created, op)
