@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Mapping, Union
 
-import httpx
+from pybuild.registry.httpxlib import httpx  # without its CLI and trio
 
 from pybuild.registry.auth import Challenge, Credentials, load_credentials, \
     parse_www_authenticate
@@ -133,8 +133,10 @@ class RegistryClient:
         token = self._tokens.get(scope)
         return f"Bearer {token}" if token else None
 
-    def _authenticate(self, response: httpx.Response, scope: str) -> bool:
-        """React to a 401. True when a retry has a chance (new credentials to show)."""
+    def _authenticate(self, response: httpx.Response, scope: str, sent_auth: bool = True) -> bool:
+        """React to a 401. True when a retry has a chance (new credentials to show).
+        `sent_auth`: whether the refused request carried credentials (a thread that sent
+        its request anonymously while another learnt the challenge must retry too)."""
         challenges = parse_www_authenticate(response.headers.get("www-authenticate", ""))
         bearer = next((c for c in challenges if c.scheme == "bearer"), None)
         basic = next((c for c in challenges if c.scheme == "basic"), None)
@@ -146,7 +148,8 @@ class RegistryClient:
                 self._tokens[scope] = token
                 return token != had or had is None
             if basic is not None:
-                already = self._challenge is not None and self._challenge.scheme == "basic"
+                already = sent_auth and self._challenge is not None \
+                    and self._challenge.scheme == "basic"
                 self._challenge = basic
                 if not self.credentials:
                     raise AuthenticationError(
@@ -249,7 +252,7 @@ class RegistryClient:
                 if r.status_code == 401 and auth_tries < 2:
                     r.read()
                     auth_tries += 1
-                    if self._authenticate(r, scope):
+                    if self._authenticate(r, scope, sent_auth=bool(auth)):
                         continue
                 if r.status_code in RETRY_STATUSES and r.status_code not in ok:
                     attempt += 1
