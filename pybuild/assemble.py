@@ -48,10 +48,18 @@ def image_config_file(target: graph.ImageTarget, states: dict, base_image=None,
                                  created_by="", comment="", empty_layer=False, author="")
                          for _ in range(base_layers)]
         history.extend(base_hist)
+    steps = []
     for step in target.history:
         state = states.get(step.op.digest) if step.op is not None else None
         added = state is not None and state.layer is not None
-        history.append(History(created=created, created_by=step.created_by,
+        steps.append((step, added, (state.created or created) if added else None))
+    times = [created] * len(steps)
+    if source_date_epoch is None:
+        times = _step_times([t for _, _, t in steps], history) or times
+        base_time = next((h.created for h in reversed(history) if h.created), None)
+        created = times[-1] if times else (base_time or created)
+    for (step, added, _), when in zip(steps, times):
+        history.append(History(created=when, created_by=step.created_by,
                                comment=step.comment or ("buildkit.dockerfile.v0" if step.created_by else ""),
                                empty_layer=not added, author=""))
     if sum(1 for h in history if not h.empty_layer) != len(layers):
@@ -74,3 +82,20 @@ def image_config_file(target: graph.ImageTarget, states: dict, base_image=None,
         # MAINTAINER, else the base image's (BuildKit starts from the base's config)
         author=target.author or (base_image.config.author if base_image is not None else ""),
     ), list(layers)
+
+
+def _step_times(layer_times: list, base_history: list) -> list:
+    """History times of the target's steps without SOURCE_DATE_EPOCH, as BuildKit's
+    exporter gives them: a step that added a layer has the time its layer was first made
+    (kept in the step's cache record, so a cached rebuild repeats it); a step without one
+    has the time of the layer step before it, or of the first one when none came before,
+    or of the base image's last history line when the target added no layer at all. The
+    image's `created` is the last of these: a rebuild from the cache is the same image."""
+    first = next((t for t in layer_times if t), None)
+    if first is None:
+        first = next((h.created for h in reversed(base_history) if h.created), None)
+    out, last = [], first
+    for t in layer_times:
+        last = t or last
+        out.append(last)
+    return out if all(out) else []

@@ -181,6 +181,9 @@ def prune(root, *, all_cache: bool = False, keep_storage: int | None = None,
             fcntl.flock(fd, fcntl.LOCK_EX)
         plan, _ = _make_plan(root, all_cache=all_cache, until=until,
                              keep_storage=keep_storage, grace=grace)
+        # the next build runs what the cache no longer has, as it would without a memo
+        from pybuild.buildmemo import forget
+        forget(root.path)
         return _apply(root, plan)
     finally:
         os.close(fd)

@@ -8,6 +8,7 @@ Layout under the root (`$PYBUILD_ROOT`, else `~/.local/share/pybuild`):
     c/<n>/               containers of `pybuild run` (upper + work dirs)
     tmp/                 staging for atomic writes; cleared of leftovers on open
     contexts/            stat caches of build contexts (pybuild/context.py), one per dir
+    memo/                whole-build memos: a rebuild with nothing changed (pybuild/buildmemo.py)
     cachemounts/         RUN --mount=type=cache directories (pybuild/runmounts.py)
     lock                 whole-store advisory lock: builds hold it shared, prune exclusive
                          (pybuild/storegc.py)
@@ -18,13 +19,7 @@ import os
 from dataclasses import dataclass
 from functools import cached_property
 
-
-def default_root() -> str:
-    env = os.environ.get("PYBUILD_ROOT")
-    if env:
-        return env
-    data = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
-    return os.path.join(data, "pybuild")
+from pybuild.storepath import default_root  # noqa: F401  (kept importable from here)
 
 
 @dataclass

@@ -728,8 +728,23 @@ class _Source:
                                source_lines=shown if start > 0 else (), end_line=end)
 
 
+# the last text parsed and its result: a build parses its Dockerfile for the checks and
+# again for the compiler, and a ParseResult is immutable, so the second is this lookup
+_last_parse: tuple | None = None
+
+
 def parse(text: str, filename: str = "Dockerfile") -> ParseResult:
     """Parse Dockerfile text. Raises DockerfileError with the line span on failure."""
+    global _last_parse
+    last = _last_parse
+    if last is not None and last[0] == text and last[1] == filename:
+        return last[2]
+    result = _parse(text, filename)
+    _last_parse = (text, filename, result)
+    return result
+
+
+def _parse(text: str, filename: str) -> ParseResult:
     src = _Source(text, filename)
     directives = _DirectiveParser()
     escape = DEFAULT_ESCAPE_TOKEN
