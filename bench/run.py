@@ -54,6 +54,7 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--reps", type=int, default=5)
     ap.add_argument("--runs", type=int, default=20, help="trivial RUN steps in the overhead bench")
+    ap.add_argument("--files", type=int, default=20000, help="files in the big-COPY bench")
     args = ap.parse_args()
 
     work = Path(tempfile.mkdtemp(prefix="pybuild-bench-", dir="/var/tmp"))
@@ -73,6 +74,30 @@ def main() -> int:
                   for _ in range(args.reps)]
         per_run = (statistics.median(t_many) - statistics.median(t_none)) / args.runs
         rows.append((f"trivial RUN, per step ({args.runs} steps, --no-cache)", per_run * 1000, "ms"))
+        # the same for a COPY of one small file (a rootfs mount per step, like BuildKit's)
+        copies = _context(work, "copies", "FROM busybox:local\n" + "".join(
+            f"COPY src/c.txt /c{i}.txt\n" for i in range(args.runs)), {"src/c.txt": "c\n"})
+        t_copies = [_timed(lambda: api.build(str(copies), progress="quiet", root=store,
+                                             no_cache=True)) for _ in range(args.reps)]
+        per_copy = (statistics.median(t_copies) - statistics.median(t_none)) / args.runs
+        rows.append((f"small COPY, per step ({args.runs} steps, --no-cache)", per_copy * 1000, "ms"))
+
+        # 1b. oracle b3's edit: COPY of a 20,000-file tree with one file changed, then a RUN
+        # over it (the step time is mostly creating the files: disk-bound, so noisy)
+        tree = {f"small/d{d:03d}/f{f:03d}.txt": f"dir {d} file {f}\n" + "0" * 120 + "\n"
+                for d in range(1, args.files // 100 + 1) for f in range(1, 101)}
+        b3 = _context(work, "b3", "FROM busybox:local\nCOPY small/ /data/small/\n"
+                      "RUN find /data/small -type f | wc -l > /data/count.txt\n", {})
+        for rel, text in tree.items():
+            (b3 / rel).parent.mkdir(parents=True, exist_ok=True)
+            (b3 / rel).write_text(text)
+        api.build(str(b3), progress="quiet", root=store)
+        b3_edit = []
+        for rep in range(args.reps):
+            (b3 / "small/d001/f050.txt").write_text(f"edited {rep}\n")
+            b3_edit.append(_timed(lambda: api.build(str(b3), progress="quiet", root=store)))
+        rows.append((f"{len(tree)} files: edit of one (COPY + RUN rerun)",
+                     statistics.median(b3_edit), "s"))
 
         # 2. the 30-step Dockerfile of oracle bench b1: cold, warm, edit, touch
         files = {f"src/f{i:02d}.txt": f"file {i}\n" for i in range(1, 11)}
@@ -98,10 +123,23 @@ def main() -> int:
         env.pop("PYTHONDONTWRITEBYTECODE", None)  # an installed pybuild has its .pyc files
         cli_warm = [_timed(lambda: subprocess.run(cmd, check=True, env=env, capture_output=True))
                     for _ in range(args.reps)]
+        cli_touch = []
+        for _ in range(args.reps):
+            os.utime(b1 / "src/f05.txt")
+            cli_touch.append(_timed(lambda: subprocess.run(cmd, check=True, env=env,
+                                                           capture_output=True)))
+        # the same without the whole-build memo (pybuild/buildmemo.py): the full build path
+        full = dict(env, PYBUILD_NO_BUILD_MEMO="1")
+        cli_full = [_timed(lambda: subprocess.run(cmd, check=True, env=full, capture_output=True))
+                    for _ in range(args.reps)]
         last = api.build(str(b1), progress="quiet", root=s)
         assert last.run_steps == 0, "the warm rebuild must run nothing"
-        rows.append(("30 steps: warm rebuild via the CLI (process start-up included)",
+        rows.append(("30 steps: warm rebuild via the CLI (start-up included; build memo)",
                      statistics.median(cli_warm), "s"))
+        rows.append(("30 steps: touched file, via the CLI (build memo)",
+                     statistics.median(cli_touch), "s"))
+        rows.append(("30 steps: warm rebuild via the CLI, memo off (full build path)",
+                     statistics.median(cli_full), "s"))
         for name, xs in (("30 steps: cold build", cold), ("30 steps: warm rebuild (all cached)", warm),
                          ("30 steps: edit of the 14th step's file (17 rerun)", edit),
                          ("30 steps: touched, unchanged file", touch)):

@@ -93,7 +93,8 @@ def build(context: str = ".", dockerfile: str | None = None, *,
           explain: bool = False, push: bool = False,
           insecure_registries: Sequence[str] = (),
           secrets: Mapping[str, bytes | str] | Sequence[str] | None = None,
-          ssh: Mapping[str, str | Sequence[str]] | Sequence[str] | None = None) -> BuildResult:
+          ssh: Mapping[str, str | Sequence[str]] | Sequence[str] | None = None,
+          cache_to: Sequence = (), cache_from: Sequence = ()) -> BuildResult:
     """Build a Dockerfile. `dockerfile` defaults to `<context>/Dockerfile`; `dockerfile_text`
     (e.g. read from stdin) takes precedence over reading it.
 
@@ -105,7 +106,11 @@ def build(context: str = ".", dockerfile: str | None = None, *,
     missed the cache did (progress info lines, and `BuildResult.explanations`).
     `secrets`: {id: value}, or `--secret` strings ("id=X,src=FILE", "id=X,env=VAR"), for
     RUN --mount=type=secret. `ssh`: {id: socket or key path(s)}, or `--ssh` strings
-    ("default", "id=PATH"), for RUN --mount=type=ssh. See docs/mounts.md."""
+    ("default", "id=PATH"), for RUN --mount=type=ssh. See docs/mounts.md.
+    `cache_to`/`cache_from`: shared cache exports and imports, as
+    `pybuild.cachetransfer.CacheSpec`s or `--cache-to`/`--cache-from` strings
+    ("type=registry,ref=R,mode=max", "type=local,src=DIR", "type=inline", a bare ref).
+    See docs/cache.md."""
     from frontends.dockerfile.compile import compile_dockerfile
     from pybuild.assemble import image_config_file
     from pybuild.context import BuildContext
@@ -117,6 +122,10 @@ def build(context: str = ".", dockerfile: str | None = None, *,
     # read secrets and check ssh sockets now: a typo must fail before any step runs
     secret_values, ssh_sources = _secret_values(secrets), _ssh_sources(ssh)
     store = _root(root)
+    from pybuild.sandbox.forkserver import prestart
+    prestart()  # the sandbox's fork server starts while the Dockerfile is checked, compiled
+    from pybuild.cachetransfer import BuildCaches
+    caches = BuildCaches(store, cache_to, cache_from, insecure=insecure_registries)
     context = os.path.abspath(context)
     if not os.path.isdir(context):
         raise PybuildError(f"build context {context!r} is not a directory")
@@ -137,10 +146,17 @@ def build(context: str = ".", dockerfile: str | None = None, *,
     if any(s.image.rewrite_timestamp for s in specs) and _source_date_epoch(build_args) is None:
         raise PybuildError("rewrite-timestamp=true needs SOURCE_DATE_EPOCH (set the environment "
                            "variable or --build-arg SOURCE_DATE_EPOCH=...)")
+    # the whole-build memo (pybuild/buildmemo.py) of a build into the local store only
+    from pybuild.buildmemo import Recorder
+    memo = Recorder.start(store.path, context, path, dockerfile_text, build_args, target,
+                          network, eligible=not (specs or push or no_cache or pull or explain
+                                                 or secrets or ssh or no_cache_filter
+                                                 or cache_to or cache_from))
     checked = _build_checks(context, path, dockerfile_text, filename, build_args, target, store)
 
+    resolver = StoreResolver(store, pull, insecure_registries)
     compiled = compile_dockerfile(dockerfile_text,
-                                  resolver=StoreResolver(store, pull, insecure_registries),
+                                  resolver=memo.resolver(resolver) if memo else resolver,
                                   filename=filename, build_args=dict(build_args or {}),
                                   target=target, network=network)
     ignore_file = find_ignore_file(context, path)
@@ -152,6 +168,8 @@ def build(context: str = ".", dockerfile: str | None = None, *,
     # it there would change the context)
     ctx = BuildContext(context, patterns, stat_cache_path=BuildContext.stat_cache_for(
         os.path.join(store.path, "contexts"), context))
+    if memo:
+        memo.watch_context(ctx)
     no_cache_ops = _no_cache_ops(compiled, no_cache_filter)
     scope = f"{os.path.abspath(path) if path else '-'}|{target or ''}"
 
@@ -160,16 +178,20 @@ def build(context: str = ".", dockerfile: str | None = None, *,
     held = contextlib.ExitStack()
     held.enter_context(store.blobs.lock(exclusive=False))
     view, sink = _view(progress)
+    if memo:
+        sink = memo.sink(sink)
     try:
-        solver = Solver(store, {"context": ctx}, sink, no_cache=no_cache, jobs=jobs,
+        solver_root = caches.start(lambda text: sink_info(sink, text))
+        solver = Solver(solver_root, {"context": ctx}, sink, no_cache=no_cache, jobs=jobs,
                         no_cache_ops=no_cache_ops, scope=scope, explain=explain,
-                        secrets=secret_values, ssh=ssh_sources)
+                        secrets=secret_values, ssh=ssh_sources, imported=caches.imported)
         solver.solve(compiled.target.root)
         base_image = None
         if compiled.target.base is not None:
             base_image = store.images.get(compiled.target.base.manifest_digest)
         sde = _source_date_epoch(build_args)
         config_file, layers = image_config_file(compiled.target, solver.states, base_image, sde)
+        config_file = caches.image_config(config_file, compiled.target, solver.states, layers)
         image = store.images.commit(config_file, layers)
         normalized = []
         for t in tags:
@@ -182,14 +204,20 @@ def build(context: str = ".", dockerfile: str | None = None, *,
         image = exports.primary(specs)  # an image output's own manifest, when it has one
         if push:  # `--push`: every -t name goes to its registry
             written += [_push_image(store, image, t, insecure_registries) for t in tags]
+        caches.export(compiled.target, solver.states, lambda text: sink_info(sink, text))
         warnings = _warning_lines(compiled.warnings, checked)
         for w in warnings:
             sink_info(sink, f"WARNING: {w}")
         if compiled.unused_build_args:
             sink_info(sink, "[Warning] One or more build-args "
                       f"[{' '.join(compiled.unused_build_args)}] were not consumed")
+        if memo:  # a base pulled by this build was unknown to its checks: ask them again
+            memo.save(store, compiled, image, tags, solver.steps, warnings,
+                      lambda: _warning_lines(compiled.warnings, _build_checks(
+                          context, path, dockerfile_text, filename, build_args, target, store)))
     finally:
         held.close()
+        caches.close()
         if view is not None:
             view.close()
     return BuildResult(image.manifest_digest, image.config_digest, tuple(normalized),

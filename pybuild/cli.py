@@ -48,6 +48,12 @@ def _build_parser() -> argparse.ArgumentParser:
                    help="run the steps of these stages even when cached")
     b.add_argument("--pull", action="store_true", help="resolve base images again")
     b.add_argument("--push", action="store_true", help="push every -t name to its registry")
+    b.add_argument("--cache-to", action="append", default=[],
+                   metavar="type=registry,ref=REF|type=local,dest=DIR|type=inline[,mode=min|max]",
+                   help="export the build cache (repeatable; docs/cache.md)")
+    b.add_argument("--cache-from", action="append", default=[],
+                   metavar="REF|type=registry,ref=REF|type=local,src=DIR",
+                   help="import a build cache; layers are fetched only when needed")
     _registry_flags(b)
     b.add_argument("--explain", action="store_true",
                    help="say why each step that missed the cache did")
@@ -167,6 +173,12 @@ def _build_args(items: Sequence[str]) -> dict[str, str]:
 
 
 def cmd_build(a) -> int:
+    from pybuild import buildmemo
+
+    # a rebuild with nothing changed: served from the whole-build memo before anything
+    # heavy is imported (pybuild/buildmemo.py); any doubt runs the build
+    if buildmemo.serve(a, _build_args(a.build_arg)):
+        return 0
     from pybuild import api
 
     text = None
@@ -182,7 +194,8 @@ def cmd_build(a) -> int:
                        no_cache=a.no_cache, outputs=a.output, progress=progress, root=a.root,
                        jobs=a.jobs, no_cache_filter=a.no_cache_filter, pull=a.pull,
                        explain=a.explain, secrets=a.secret, ssh=a.ssh, push=a.push,
-                       insecure_registries=a.insecure_registry)
+                       insecure_registries=a.insecure_registry, cache_to=a.cache_to,
+                       cache_from=a.cache_from)
     if a.quiet:
         print(result.manifest_digest)
     else:

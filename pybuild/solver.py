@@ -37,6 +37,9 @@ class SolvedState:
     cache_key: str
     layer: Any = None  # LayerRecord | None: what this op added
     cached: bool = False
+    # when `layer` was first made (RFC 3339, UTC), kept in its step record: the history
+    # time of its step, so a cached rebuild gives the same image config (as BuildKit does)
+    created: str | None = None
 
 
 @dataclass(frozen=True)
@@ -54,8 +57,11 @@ class Solver:
                  sink: ProgressSink = null_sink, *, no_cache: bool = False,
                  jobs: int | None = None, secrets: Mapping[str, bytes] | None = None,
                  no_cache_ops: frozenset[str] = frozenset(), scope: str = "",
-                 explain: bool = False, ssh: Mapping[str, Any] | None = None):
+                 explain: bool = False, ssh: Mapping[str, Any] | None = None,
+                 imported=None):
         self.root = root  # pybuild.storeroot.StoreRoot
+        # --cache-from records (pybuild.cachetransfer.ImportedCache): asked on a local miss
+        self.imported = imported
         # RUN --mount=type=secret|ssh: values never reach a cache key, a layer or the log
         self.secrets = dict(secrets or {})  # id -> bytes
         self.ssh = dict(ssh or {})  # id -> (agent socket or key file paths)
@@ -73,6 +79,7 @@ class Solver:
         self.steps: list[StepResult] = []
         self._lock = threading.Lock()
         self._cancelled = threading.Event()
+        self._owner_ids: dict[str, dict[str, str]] = {}  # FileOp digest -> linkusers owners
 
     # ------------------------------------------------------------------ scheduling
     def solve(self, target: graph.Op) -> SolvedState:
@@ -83,6 +90,9 @@ class Solver:
                 for d, op in pending.items()}
         running: dict[Future, str] = {}
         error: BaseException | None = None
+        if any(isinstance(op, (graph.Exec, graph.FileOp)) for op in pending.values()):
+            from pybuild.sandbox.forkserver import prestart
+            prestart()  # warm by the first step that misses the cache (sandbox/forkserver.py)
         pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="solve")
         try:
             while pending or running:
@@ -129,6 +139,12 @@ class Solver:
                 self.sink(ProgressEvent("cached", op.digest, name))
                 self._record(op, name, state, 0.0)
             return
+        if isinstance(op, graph.Merge):
+            # stacking layers runs nothing and is no step of its own: the linked FileOp
+            # below it is the step (cached or run) that users see
+            upper = tuple(layer for u in op.upper for layer in self.states[u.digest].layers)
+            self._finish(op, SolvedState(parent + upper, key, None, cached=True))
+            return
         forced = self.no_cache or op.digest in self.no_cache_ops
         if not forced:
             hit = self._lookup(key, parent)
@@ -152,10 +168,12 @@ class Solver:
         except BaseException:
             self.sink(ProgressEvent("error", op.digest, name, duration=time.monotonic() - start))
             raise
-        self.root.index.put(STEP_RECORD, key, {"layer": _layer_json(layer)})
+        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        self.root.index.put(STEP_RECORD, key, {"layer": _layer_json(layer), "created": created})
         if explained is not None:  # only a step that succeeded counts as "the last build"
             self.root.index.put(*explained)
-        state = SolvedState(parent + ((layer,) if layer else ()), key, layer, cached=False)
+        state = SolvedState(parent + ((layer,) if layer else ()), key, layer, cached=False,
+                            created=created)
         duration = time.monotonic() - start
         self.sink(ProgressEvent("done", op.digest, name, duration=duration))
         self._finish(op, state)
@@ -213,11 +231,23 @@ class Solver:
     def _lookup(self, key: str, parent: tuple) -> SolvedState | None:
         rec = self.root.index.get(STEP_RECORD, key)
         if rec is None:
-            return None
+            return self._lookup_imported(key, parent)
         layer = _layer_from_json(rec.value.get("layer"))
         if layer is not None and not self.root.blobs.has(layer.digest):
-            return None  # the blob was pruned: run again
-        return SolvedState(parent + ((layer,) if layer else ()), key, layer, cached=True)
+            # the blob was pruned: an imported cache may still serve it, else run again
+            return self._lookup_imported(key, parent)
+        return SolvedState(parent + ((layer,) if layer else ()), key, layer, cached=True,
+                           created=rec.value.get("created"))
+
+    def _lookup_imported(self, key: str, parent: tuple) -> SolvedState | None:
+        """A hit in the --cache-from records: its layer is fetched only when needed."""
+        if self.imported is None:
+            return None
+        hit, layer = self.imported.lookup(key)
+        if not hit:
+            return None
+        return SolvedState(parent + ((layer,) if layer else ()), key, layer, cached=True,
+                           created=self.imported.created.get(layer.digest) if layer else None)
 
     # ------------------------------------------------------------------ cache keys
     def cache_key(self, op: graph.Op) -> str:
@@ -228,7 +258,22 @@ class Solver:
             self._tl.value = {"kind": op.kind, "resolved": self._remote(op).cache_key(op)}
             return self._tl.value["resolved"]
         self._tl.value = self._key_value(op, top=True)
+        if isinstance(op, graph.FileOp) and op.users_from is not None:
+            # COPY --link --chown=NAME: the ids the names resolve to, not the stage's layers
+            self._tl.value["users_from"] = self._owners(op)
         return digest_json({"v": 1, "op": self._tl.value})
+
+    def _owners(self, op: graph.FileOp) -> dict[str, str]:
+        from pybuild.linkusers import owners_of
+
+        with self._lock:
+            known = self._owner_ids.get(op.digest)
+        if known is None:
+            known = owners_of(op, self.root, self.states[op.users_from.digest].layers,
+                              _empty_dir(self.root))
+            with self._lock:
+                self._owner_ids[op.digest] = known
+        return known
 
     def _key_value(self, value: Any, top: bool = False) -> Any:
         if isinstance(value, graph.Op) and not top:
@@ -350,14 +395,19 @@ class Solver:
 
     def _run_fileop(self, op: graph.FileOp, parent: tuple):
         from pybuild import fileops
+        from pybuild.linkusers import with_owners
         from pybuild.sandbox.mounted import mounted_rootfs
 
         snapshots = self.root.snapshots
         lowers = self.root.layer_dirs(parent)
         upper, work = snapshots.new_work()
+        actions = op.actions
+        if op.users_from is not None:
+            actions = with_owners(actions, self._owners(op))
         try:
-            with mounted_rootfs(lowers, upper, work) as dest:
-                for action in op.actions:
+            # the overlay's teardown overlaps the layer tar (SnapshotStore waits for it)
+            with mounted_rootfs(lowers, upper, work, defer_release=True) as dest:
+                for action in actions:
                     if isinstance(action, graph.Copy):
                         self._apply_copy(action, dest)
                     elif isinstance(action, graph.Mkdir):
@@ -389,21 +439,12 @@ class Solver:
     def _commit_upper(self, upper: str):
         """Turn a step's upperdir into a layer blob (None if the step changed nothing),
         keeping the upperdir itself as the unpacked snapshot of that layer."""
-        from pybuild.image.compression import compress_layer
-        from pybuild.snapshot.diff import write_layer_tar
+        from pybuild.snapshot.commit import layer_from_upper
 
-        blobs = self.root.blobs
-        tmp = os.path.join(blobs.tmp_dir, f"layer-{os.getpid()}-{threading.get_ident()}.tar")
-        try:
-            with open(tmp, "wb") as f:
-                stats = write_layer_tar(upper, f)
-            if stats.entries == 0:
-                self.root.snapshots.discard(upper)
-                return None
-            layer = compress_layer(tmp, blobs)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        layer = layer_from_upper(upper, self.root.blobs)  # streamed: no temporary tar
+        if layer is None:
+            self.root.snapshots.discard(upper)
+            return None
         self.root.snapshots.adopt(layer.diff_id, upper)
         return layer
 
@@ -415,15 +456,19 @@ def _step_positions(ops: list) -> dict[str, str]:
     chains: dict[str, list[str]] = {}
     seen: dict[str, int] = {}
     out: dict[str, str] = {}
+    # a linked copy (a FileOp on Scratch) takes the place of the Merge that stacks it
+    linked = {u.digest for op in ops if isinstance(op, graph.Merge) for u in op.upper}
     for op in ops:  # inputs before users (graph.Op.walk order)
         root = getattr(op, "root", None)
-        if root is None:
+        if root is None or op.digest in linked:
             continue
         word = (getattr(op, "description", "") or op.kind).split(" ", 1)[0].upper()
         chains[op.digest] = chains.get(root.digest, []) + [word]
         shape = ">".join(chains[op.digest])
         seen[shape] = seen.get(shape, 0) + 1
         out[op.digest] = step_position(chains[op.digest], seen[shape])
+        for u in getattr(op, "upper", ()):
+            out[u.digest] = out[op.digest]
     return out
 
 
