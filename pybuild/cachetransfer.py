@@ -68,15 +68,9 @@ class CacheSpec:
             raise InvalidCacheSpec(f"empty {flag} value")
         if "=" not in text:
             return cls._checked(cls("registry", ref=text), flag)
-        attrs: dict[str, str] = {}
-        for part in text.split(","):
-            key, sep, value = part.partition("=")
-            key = key.strip().lower()
-            if not sep or not key:
-                raise InvalidCacheSpec(f"invalid {flag} value {text!r}: {part!r} is not key=value")
-            if key in attrs:
-                raise InvalidCacheSpec(f"invalid {flag} value {text!r}: {key} given twice")
-            attrs[key] = value.strip()
+        from pybuild.image.outputs import split_attrs
+
+        attrs = split_attrs(text, flag, InvalidCacheSpec)
         kind = attrs.pop("type", "registry" if "ref" in attrs else "")
         allowed = _KEYS[direction]
         if kind not in allowed:

@@ -79,7 +79,7 @@ class OutputSpec:
             if text == "-":
                 raise InvalidOutput("-o - (a tar to stdout) is not supported: give a file")
             return cls("local", text)
-        attrs = _split(text)
+        attrs = split_attrs(text)
         kind = attrs.pop("type", "")
         if kind not in OUTPUT_TYPES:
             raise InvalidOutput(f"unsupported output type {kind!r} in {text!r}: "
@@ -105,23 +105,26 @@ class OutputSpec:
         return cls(kind, dest, tuple(sorted(attrs.items())), image)
 
 
-def _split(text: str) -> dict[str, str]:
-    """key=value pairs split on commas; a value in double quotes may hold commas
-    (`name="a:1,b:2"`, as in BuildKit's CSV form)."""
+def split_attrs(text: str, flag: str = "--output",
+                error: type[PybuildError] | None = None) -> dict[str, str]:
+    """A BuildKit-style `key=value,key=value` option (--output, --cache-to, ...) as a dict,
+    keys lowercased. Split on commas; a value in double quotes may hold commas
+    (`name="a:1,b:2"`, as in BuildKit's CSV form). Errors are `error` (InvalidOutput)."""
     import csv
 
+    error = error or InvalidOutput
     try:
         fields = next(csv.reader([text]))
     except (csv.Error, StopIteration) as e:
-        raise InvalidOutput(f"invalid --output value {text!r}: {e}") from None
+        raise error(f"invalid {flag} value {text!r}: {e}") from None
     out: dict[str, str] = {}
     for part in fields:
         key, sep, value = part.partition("=")
         key = key.strip().lower()
         if not sep or not key:
-            raise InvalidOutput(f"invalid --output value {text!r}: {part!r} is not key=value")
+            raise error(f"invalid {flag} value {text!r}: {part!r} is not key=value")
         if key in out:
-            raise InvalidOutput(f"invalid --output value {text!r}: {key} given twice")
+            raise error(f"invalid {flag} value {text!r}: {key} given twice")
         out[key] = value.strip()
     return out
 
