@@ -11,11 +11,13 @@ import contextlib
 import os
 import sys
 from dataclasses import dataclass, field
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Sequence
 
 from pybuild.errors import ImageNotFound, PybuildError
-from pybuild.progress import BaseView, ProgressSink, make_view
 from pybuild.storeroot import StoreRoot
+
+if TYPE_CHECKING:  # imported where used: save, images, ... need no progress view
+    from pybuild.progress import BaseView, ProgressSink
 
 
 # --------------------------------------------------------------------------- results
@@ -124,8 +126,11 @@ def build(context: str = ".", dockerfile: str | None = None, *,
     store = _root(root)
     from pybuild.sandbox.forkserver import prestart
     prestart()  # the sandbox's fork server starts while the Dockerfile is checked, compiled
-    from pybuild.cachetransfer import BuildCaches
-    caches = BuildCaches(store, cache_to, cache_from, insecure=insecure_registries)
+    if cache_to or cache_from:
+        from pybuild.cachetransfer import BuildCaches
+        caches = BuildCaches(store, cache_to, cache_from, insecure=insecure_registries)
+    else:  # the common build: pybuild.cachetransfer (~4 ms of imports) is not needed
+        caches = _NoCaches(store)
     context = os.path.abspath(context)
     if not os.path.isdir(context):
         raise PybuildError(f"build context {context!r} is not a directory")
@@ -223,6 +228,28 @@ def build(context: str = ".", dockerfile: str | None = None, *,
     return BuildResult(image.manifest_digest, image.config_digest, tuple(normalized),
                        tuple(solver.steps), tuple(w for w in written if w),
                        warnings, tuple(solver.explanations))
+
+
+class _NoCaches:
+    """`pybuild.cachetransfer.BuildCaches` of a build with no --cache-to/--cache-from,
+    which does nothing: the solver gets the store itself and no imported cache."""
+
+    imported = None
+
+    def __init__(self, root: StoreRoot):
+        self.root = root
+
+    def start(self, info) -> StoreRoot:
+        return self.root
+
+    def image_config(self, config_file, target, states, layers):
+        return config_file
+
+    def export(self, target, states, info) -> list[str]:
+        return []
+
+    def close(self) -> None:
+        pass
 
 
 def _build_checks(context, path, text, filename, build_args, target, store) -> tuple:
@@ -356,6 +383,8 @@ def _source_date_epoch(build_args: Mapping[str, str] | None) -> int | None:
 
 
 def _view(progress: str | ProgressSink) -> tuple[BaseView | None, ProgressSink]:
+    from pybuild.progress import make_view
+
     if callable(progress):
         return None, progress
     view = make_view(progress)

@@ -7,7 +7,7 @@ no layer (config-only instructions, or a RUN that changed nothing) is `empty_lay
 from __future__ import annotations
 
 import datetime as _dt
-import platform as _platform
+import os
 
 from pybuild import graph
 
@@ -21,7 +21,9 @@ def created_timestamp(source_date_epoch: int | None = None) -> str:
 
 
 def host_platform() -> tuple[str, str]:
-    machine = _platform.machine().lower()
+    # os.uname() is what platform.machine() reads on Linux, without importing `platform`
+    # (~2 ms of every build's start-up)
+    machine = os.uname().machine.lower()
     arch = {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm", "i686": "386",
             "ppc64le": "ppc64le", "s390x": "s390x", "riscv64": "riscv64"}.get(machine, machine)
     return "linux", arch

@@ -745,7 +745,6 @@ class _Compiler:
             if c.expand:
                 data = self.wrap(lambda d=data: self.raw_lexer.process_word(d, env), node)
             contents.append((c.path, data))
-        name = "ADD" if add else "COPY"
         _validate_chmod(chmod, lambda msg: self.error(msg, node))
         if checksum:
             if len(srcs) != 1:

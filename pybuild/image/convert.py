@@ -18,7 +18,6 @@ to it in the layers the build added; the base image's layers are left alone.
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 
 from cache.store import BlobNotFound
@@ -64,11 +63,17 @@ def convert_image(store: ImageStore, image: StoredImage, options: ImageOptions, 
     for i, layer in enumerate(image.layers):
         rewrite = epoch is not None and i >= keep_layers
         work.setdefault((layer.digest, rewrite), layer)
-    n = jobs or max(1, min(len(work), os.cpu_count() or 1))
-    with ThreadPoolExecutor(max_workers=max(1, n), thread_name_prefix="export") as pool:
-        futures = {key: pool.submit(converter.convert, layer, key[1])
-                   for key, layer in work.items()}
-        done = {key: fut.result() for key, fut in futures.items()}
+    # layers kept as stored need no thread (a plain `save` of a built image: all of them)
+    done = {key: layer for key, layer in work.items() if converter.as_stored(layer, key[1])}
+    work = {key: layer for key, layer in work.items() if key not in done}
+    if work:
+        from concurrent.futures import ThreadPoolExecutor  # lazily: ~5 ms of start-up
+
+        n = jobs or max(1, min(len(work), os.cpu_count() or 1))
+        with ThreadPoolExecutor(max_workers=max(1, n), thread_name_prefix="export") as pool:
+            futures = {key: pool.submit(converter.convert, layer, key[1])
+                       for key, layer in work.items()}
+            done.update({key: fut.result() for key, fut in futures.items()})
     new_layers = [done[(layer.digest, epoch is not None and i >= keep_layers)]
                   for i, layer in enumerate(image.layers)]
     stats = ConvertStats(len(image.layers), converter.compressed, converter.reused)
@@ -84,10 +89,15 @@ class _LayerConverter:
         self.compressed = 0
         self.reused = 0
 
+    def as_stored(self, layer: LayerRecord, rewrite: bool) -> bool:
+        """The layer goes out as it is: `convert` would return it unchanged."""
+        return not rewrite and layer.compression == self.options.compression \
+            and not self.options.force_compression
+
     def convert(self, layer: LayerRecord, rewrite: bool) -> LayerRecord:
         if rewrite:
             return self._rewritten(layer)
-        if layer.compression == self.options.compression and not self.options.force_compression:
+        if self.as_stored(layer, rewrite):
             return layer
         known = self._known_blob(layer.diff_id)
         if known is not None:

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import posixpath
-import tarfile
 from typing import BinaryIO, Iterable
 
 from cache.digest import CHUNK, check_digest, digest_bytes
@@ -161,6 +160,8 @@ class TarSource(Source):
     file first, since members are read out of order)."""
 
     def __init__(self, path: str):
+        import tarfile  # lazily: writing a layout (save) needs none of it
+
         self._spool = None
         with open(path, "rb") as f:
             zstd = f.read(4) == b"\x28\xb5\x2f\xfd"

@@ -11,13 +11,13 @@ the digest of those bytes); these values are only the parsed view of it.
 from __future__ import annotations
 
 import json
-import platform as _platform
+import os
 from dataclasses import dataclass, field
 from typing import Any
 
 from cache.digest import canonical_json, check_digest
 from pybuild.errors import PybuildError
-from pybuild.graph import ImageConfig
+from pybuild.imageconfig import ImageConfig
 from pybuild.image import mediatypes as mt
 
 
@@ -71,8 +71,10 @@ class Platform:
 
     @classmethod
     def host(cls) -> "Platform":
-        arch, variant = _MACHINE_TO_OCI.get(_platform.machine().lower(),
-                                            (_platform.machine().lower(), ""))
+        # os.uname() is what platform.machine() reads on Linux, without importing
+        # `platform` (~2 ms of start-up)
+        machine = os.uname().machine.lower()
+        arch, variant = _MACHINE_TO_OCI.get(machine, (machine, ""))
         return cls("linux", arch, variant)
 
     def matches(self, other: "Platform") -> bool:

@@ -1,0 +1,98 @@
+"""CLI start-up stays light without changing what the CLI says or does.
+
+The parser declares only the running command's arguments: every help text must be the
+same as with all of them declared. Commands that only read or write images must not
+import the builder, and a build must not import what only some builds use (times are
+measured in bench/run.py, never asserted here).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO
+from pybuild import cli as C
+
+
+def test_narrowed_parser_gives_the_same_help_for_every_command():
+    full = C._build_parser()
+    top = full.format_help()
+    sub_full = full._subparsers._group_actions[0].choices  # argparse keeps them here
+    for cmd in C.COMMANDS:
+        narrow = C._build_parser(cmd)
+        assert narrow.format_help() == top, cmd
+        sub = narrow._subparsers._group_actions[0].choices
+        assert list(sub) == list(sub_full)
+        assert sub[cmd].format_help() == sub_full[cmd].format_help(), cmd
+        assert narrow.parse_args([cmd] + _ARGS.get(cmd, [])) \
+            == full.parse_args([cmd] + _ARGS.get(cmd, [])), cmd
+
+
+# enough arguments for each command to parse
+_ARGS = {"run": ["img"], "import": ["src"], "load": ["-i", "x"], "save": ["-o", "x", "img"],
+         "tag": ["a", "b"], "rmi": ["a"], "inspect": ["a"], "pull": ["a"], "push": ["a"],
+         "login": ["-u", "me"], "history": ["a"]}
+
+
+def test_a_wrong_command_line_fails_as_before(capsys):
+    for argv in (["bogus", "--nope"], ["save"], ["tag", "a"], ["--root"], ["images", "x"]):
+        outs = []
+        for parser in (C._build_parser(), C._build_parser(C._command_of(C._split_args(argv)))):
+            with pytest.raises(SystemExit) as e:
+                parser.parse_args(C._split_args(argv))
+            outs.append((e.value.code, capsys.readouterr()))
+        assert outs[0] == outs[1], argv
+
+
+@pytest.mark.parametrize("argv, command", [
+    (["save", "-o", "x", "img"], "save"), (["--root", "/r", "images"], "images"),
+    (["--root=/r", "tag", "a", "b"], "tag"), (["--root", "save", "images"], "images"),
+    (["-f", "Dockerfile", "."], "build"), (["--help"], None), (["--version"], None),
+    (["bogus"], "build"), ([], None)])
+def test_command_of_follows_split_args(argv, command):
+    assert C._command_of(C._split_args(argv)) == command
+
+
+def _modules_after(argv: list[str], root: str) -> set[str]:
+    """The modules a real `pybuild ...` process has imported when it exits."""
+    code = ("import atexit, sys\n"
+            "def dump(path=sys.argv[1]):\n"
+            "    with open(path, 'w') as f:\n"
+            "        f.write('\\n'.join(sys.modules))\n"
+            "atexit.register(dump)\n"
+            "from pybuild.cli import main\n"
+            "sys.argv = ['pybuild'] + sys.argv[2:]\n"
+            "sys.exit(main())\n")
+    out = os.path.join(root, "modules.txt")
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    subprocess.run([sys.executable, "-c", code, out, "--root", root, *argv], env=env,
+                   check=True, capture_output=True)
+    with open(out) as f:
+        return set(f.read().split())
+
+
+def test_save_and_images_import_no_builder(fresh_cli, tmp_path):
+    root = str(fresh_cli.root)
+    for argv in (["save", "--format", "docker", "-o", str(tmp_path / "d.tar"), "busybox:local"],
+                 ["save", "-o", str(tmp_path / "o.tar"), "busybox:local"], ["images"]):
+        mods = _modules_after(argv, root)
+        assert "pybuild.image.store" in mods or argv == ["images"]
+        for heavy in ("pybuild.graph", "frontends.dockerfile.compile", "pybuild.solver",
+                      "lark", "platform", "concurrent.futures", "pybuild.progress"):
+            assert heavy not in mods, (argv, heavy)
+    assert (tmp_path / "d.tar").stat().st_size > 0 and (tmp_path / "o.tar").stat().st_size > 0
+
+
+def test_build_does_not_import_the_cache_exchange(fresh_cli, tmp_path):
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox:local\nRUN --network=none echo hi > /x\n")
+    mods = _modules_after(["build", "--progress=plain", "-t", "t:1", str(ctx)],
+                          str(fresh_cli.root))
+    assert "pybuild.solver" in mods  # it did build
+    assert "lark" in mods  # the instruction-line grammar (frontends/dockerfile/parser.py)
+    for unused in ("pybuild.cachetransfer", "cache.exchange", "platform"):
+        assert unused not in mods, unused
