@@ -244,7 +244,19 @@ def _line_parser():
     """The lark parser for one logical instruction line, built once."""
     global _LINE_PARSER
     if _LINE_PARSER is None:
-        import lark  # lazily: importing this module stays cheap
+        import sys
+
+        # lazily: importing this module stays cheap. lark imports the `regex` package
+        # whenever it is installed (~9 ms), though a grammar without \p{..} classes, like
+        # this one, is compiled and lexed with `re` alone: keep it out while lark loads
+        hide = "regex" not in sys.modules
+        if hide:
+            sys.modules["regex"] = None  # type: ignore[assignment]  (import fails)
+        try:
+            import lark
+        finally:
+            if hide:
+                del sys.modules["regex"]
         # cache=True: lark keeps the built LALR tables in the temp dir, keyed by the grammar's
         # hash, which saves ~40 ms of every CLI start after the first
         _LINE_PARSER = lark.Lark(_GRAMMAR, parser="lalr", lexer="contextual", cache=True)
@@ -281,9 +293,10 @@ def split_command(line: str) -> tuple[str, tuple[str, ...], str]:
     line = _go_trim_space(line)
     if not line:
         return "", (), ""
-    import lark
+    line_parser = _line_parser()
+    import lark  # loaded by _line_parser
     try:
-        tree = _line_parser().parse(line)
+        tree = line_parser.parse(line)
     except lark.exceptions.LarkError as e:  # the grammar accepts any non-empty line
         raise _LineError(f"cannot split instruction line: {e}") from None
     keyword = ""
