@@ -148,12 +148,32 @@ def _mount_overlay(target: str, lower_fds: list[int], upper_fd: int | None, work
     # index/redirect_dir/metacopy off: a renamed directory is copied up whole, so the
     # upperdir alone is a complete diff (what an OCI layer needs)
     opts = f"lowerdir={lowers},index=off,redirect_dir=off,metacopy=off"
+    attempts = [opts]
     if upper_fd is not None:
         opts += f",upperdir={_fdpath(upper_fd)},workdir={_fdpath(work_fd)}"
-    try:
-        L.mount("overlay", target, "overlay", flags, opts)
-    except OSError as e:
-        raise SetupError(f"cannot mount the rootfs overlay ({len(lower_fds)} layers): {e.strerror}") from None
+        # volatile (Linux 5.10+): without it, the unmount at the end of every step syncs
+        # the whole filesystem the upperdir is on (overlayfs' sync_fs), waiting for any
+        # unrelated dirty data there: 0.18 s with 300 MB of it. Every (upper, work) pair
+        # is mounted once and the store never fsyncs anyway (blobs are renamed into place,
+        # consistent across a killed process, not across a power cut), so nothing is lost.
+        # The kernel refuses to mount a pair again while its volatile marker is there
+        # (meant to catch a crash before a sync); a caller re-running in the same upperdir
+        # has nothing to catch, so the marker goes.
+        try:
+            os.unlink("work/incompat/volatile/dirty", dir_fd=work_fd)
+            os.rmdir("work/incompat/volatile", dir_fd=work_fd)
+        except OSError:
+            pass  # none yet (the common case)
+        attempts = [opts + ",volatile", opts]
+    for i, attempt in enumerate(attempts):
+        try:
+            L.mount("overlay", target, "overlay", flags, attempt)
+            return
+        except OSError as e:
+            if e.errno == 22 and i + 1 < len(attempts):  # EINVAL: a kernel without volatile
+                continue
+            raise SetupError(f"cannot mount the rootfs overlay ({len(lower_fds)} layers): "
+                             f"{e.strerror}") from None
 
 
 class Layers:
