@@ -128,6 +128,17 @@ def build(cli: Cli, ctx: Path, *args: str, memo: bool = True) -> tuple[str, bool
     return digest[0], served
 
 
+def built_once(tmp_path: Path, base_rootfs) -> tuple[Cli, Path]:
+    """A store of its own with the memo's base image, and the test context built once."""
+    cli = Cli(tmp_path / "store")
+    cli("import", str(base_rootfs), "busybox:local")
+    cli("tag", "busybox:local", "memo-base:1")
+    ctx = tmp_path / "ctx"
+    make_context(ctx)
+    build(cli, ctx)
+    return cli, ctx
+
+
 def blob(cli: Cli, digest: str) -> Path:
     return Path(cli.root) / "blobs" / "sha256" / digest.split(":", 1)[1]
 
@@ -229,12 +240,7 @@ def test_change_is_never_served_stale(memo_store, case):
 
 @needs_root
 def test_prune_forgets_the_memo(tmp_path, base_rootfs):
-    cli = Cli(tmp_path / "store")
-    cli("import", str(base_rootfs), "busybox:local")
-    cli("tag", "busybox:local", "memo-base:1")
-    ctx = tmp_path / "ctx"
-    make_context(ctx)
-    build(cli, ctx)
+    cli, ctx = built_once(tmp_path, base_rootfs)
     assert build_hit(cli, ctx)[1]
     cli("prune", "-a")
     assert not build(cli, ctx)[1]
@@ -242,12 +248,7 @@ def test_prune_forgets_the_memo(tmp_path, base_rootfs):
 
 @needs_root
 def test_outputs_and_no_cache_take_the_build(tmp_path, base_rootfs):
-    cli = Cli(tmp_path / "store")
-    cli("import", str(base_rootfs), "busybox:local")
-    cli("tag", "busybox:local", "memo-base:1")
-    ctx = tmp_path / "ctx"
-    make_context(ctx)
-    build(cli, ctx)
+    cli, ctx = built_once(tmp_path, base_rootfs)
     for args in (("--no-cache",), ("-o", f"type=oci,dest={tmp_path / 'out.tar'}")):
         r = cli("build", "--progress=plain", *args, str(ctx))
         assert HIT not in r.stderr
