@@ -90,7 +90,7 @@ def _code_signature() -> str:
                         out.append((e.path, st.st_size, st.st_mtime_ns))
                     elif e.name != "__pycache__" and e.is_dir(follow_symlinks=False):
                         stack.append(e.path)
-        except FileNotFoundError:
+        except OSError:  # gone, or unreadable: signed as absent (the build still runs)
             continue
     out.sort()
     return hashlib.sha256(repr(out).encode("utf-8", "surrogateescape")).hexdigest()
@@ -369,12 +369,12 @@ def serve(a, build_args: dict) -> bool:
             conn.execute("COMMIT")
         finally:
             conn.close()
-    except (sqlite3.Error, KeyError, TypeError, ValueError):
+        if memo.pop("_moved"):  # still locked: a prune's forget() cannot be undone
+            _write(store_path, key, memo)  # touched files: remember their new stat
+    except (sqlite3.Error, OSError, KeyError, TypeError, ValueError):
         return False  # a store or memo not as expected: the build sorts it out
     finally:
         os.close(fd)
-    if memo.pop("_moved"):
-        _write(store_path, key, memo)  # touched files: remember their new stat
     _replay(memo, "quiet" if a.quiet else a.progress, started)
     if a.quiet:
         print(memo["image"])
@@ -473,6 +473,9 @@ class Recorder:
         """Before the build reads the context: its directories now, its files as read."""
         self.ctx = ctx
         ctx.reads = []
+        # before any read: a file is racy relative to when it was read, not to when the
+        # build ended (a change in the read's timestamp tick must not look unchanged)
+        self.started_ns = time.time_ns()
         flt = ctx.ignore_filter
         try:
             self.dirs = context_dirs(ctx.root, lambda rel: flt(rel) and flt.prune_dir(rel))
@@ -527,7 +530,7 @@ class Recorder:
             names = {t: str(parse_ref(t)) for t in tags}
         except InvalidReference:
             return False
-        now = time.time_ns()
+        now = self.started_ns
         hosts, sigs, meta, racy = [], [], [], []
         reads: dict = {}  # a file two COPYs read is checked once
         for host, st, body in self.ctx.reads:

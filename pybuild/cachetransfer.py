@@ -178,6 +178,7 @@ class ImportedCache:
         self._fetching: dict[str, threading.Lock] = {}
         self.fetched: list[str] = []  # layer digests downloaded, in order
         self._clients: list = []
+        self._verified: set[tuple[str, str]] = set()  # (digest, diff_id) checked
 
     def add(self, table: dict, origin, created: dict | None = None) -> int:
         """Merge {key -> LayerRecord | None} whose layers `origin` serves
@@ -203,6 +204,9 @@ class ImportedCache:
         if key not in self.steps:
             return False, None
         layer = self.steps[key]
+        if layer is not None and self.root.blobs.has(layer.digest) \
+                and not self._diff_id_ok(layer):
+            return False, None  # a record that lies about its layer: run the step
         if layer is None or self.root.blobs.has(layer.digest):
             self._index(key, layer)
         else:
@@ -217,7 +221,7 @@ class ImportedCache:
         """Make every blob of `layers` present, fetching the imported ones that are not.
         Blobs this cache does not know are left alone (the caller's own layers)."""
         for layer in layers:
-            if self.root.blobs.has(layer.digest) or layer.digest not in self._origins:
+            if layer.digest not in self._origins:
                 continue
             with self._lock:
                 lock = self._fetching.setdefault(layer.digest, threading.Lock())
@@ -226,10 +230,29 @@ class ImportedCache:
                     self._origins[layer.digest].fetch(self.root, layer)
                     with self._lock:
                         self.fetched.append(layer.digest)
+                if not self._diff_id_ok(layer):
+                    raise PybuildError(
+                        f"imported cache: layer {layer.digest} is not the diff_id "
+                        f"{layer.diff_id} its record claims (a corrupt or forged cache)")
             with self._lock:
                 keys = self._pending.pop(layer.digest, set())
             for key in keys:
                 self._index(key, layer)
+
+    def _diff_id_ok(self, layer) -> bool:
+        """Whether the stored blob uncompresses to the diff_id the record claims: image
+        configs and the snapshot store (keyed by diff_id) trust it, blob digests do not
+        cover it."""
+        if (layer.digest, layer.diff_id) in self._verified:
+            return True
+        from pybuild.image.compression import diff_id_of
+
+        with self.root.blobs.open(layer.digest) as f:
+            ok = diff_id_of(f) == layer.diff_id
+        if ok:
+            with self._lock:
+                self._verified.add((layer.digest, layer.diff_id))
+        return ok
 
     def _index(self, key: str, layer) -> None:
         from pybuild.solver import STEP_RECORD, _layer_json
@@ -363,6 +386,10 @@ def _read_layout(spec: CacheSpec):
     if manifest.config.media_type != CACHE_CONFIG_MEDIA_TYPE:
         raise CacheFormatError(f"{spec.path}:{spec.tag} is not a pybuild cache")
     table, times = _table(CacheConfig.from_json(origin.read_small(manifest.config)), manifest)
+    # a directory copied in part: a record whose blob is not there would be a hit that
+    # fails the build when its layer is needed; without it, the step just runs
+    table = {k: layer for k, layer in table.items()
+             if layer is None or origin.src.has("blobs/" + layer.digest.replace(":", "/", 1))}
     return table, origin, times
 
 

@@ -339,3 +339,65 @@ def test_spec_parsing():
     assert (s.type, s.path, s.mode, s.tag) == ("local", "/d", "max", "t")
     with pytest.raises(InvalidCacheSpec):
         CacheSpec.parse("type=local,dest=/d", "from")  # dest= is for --cache-to
+
+
+def test_a_record_that_lies_about_its_diff_id_is_not_trusted(tmp_path):
+    """Blob digests prove the bytes, not the diff_id a record claims, and the snapshot store
+    and image configs go by diff_id: an imported layer is checked once. A record whose
+    blob is already here and does not match is a miss (the step runs); one whose blob is
+    fetched and does not match fails the build with a clear error."""
+    import gzip
+
+    from cache.digest import digest_bytes
+    from pybuild.cachetransfer import ImportedCache
+    from pybuild.image import mediatypes as mt
+    from pybuild.image.types import LayerRecord
+
+    store = _fresh(tmp_path)
+    tar = b"a layer's tar" * 100
+    blob = gzip.compress(tar, mtime=0)
+    digest = store.blobs.put_bytes(blob)
+    true_id, forged_id = digest_bytes(tar), "sha256:" + "9" * 64
+    honest = LayerRecord(digest, true_id, len(blob), mt.OCI_LAYER_GZIP)
+    lying = LayerRecord(digest, forged_id, len(blob), mt.OCI_LAYER_GZIP)
+    key1, key2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
+
+    class Origin:  # serves the blob from elsewhere: here, from a copy of the bytes
+        def fetch(self, root, layer):
+            root.blobs.put_bytes(blob)
+
+    imported = ImportedCache(store)
+    imported.add({key1: honest, key2: lying}, Origin())
+    assert imported.lookup(key1) == (True, honest)
+    assert imported.lookup(key2) == (False, None)
+    assert store.index.get("step", key2) is None
+
+    fresh = _fresh(tmp_path, "fetching")
+    imported = ImportedCache(fresh)
+    imported.add({key2: lying}, Origin())
+    assert imported.lookup(key2) == (True, lying)  # nothing local to check yet
+    with pytest.raises(PybuildError, match="not the diff_id"):
+        imported.ensure([lying])
+    assert fresh.index.get("step", key2) is None
+
+
+@needs_root
+def test_local_cache_with_a_missing_blob_runs_that_step(warm, tmp_path):
+    """A cache dir copied in part: the steps whose blob is gone run, the rest hit."""
+    dest = tmp_path / "cache"
+    cli = Cli(warm["dir"] / "store")
+    cli("build", "-q", "--cache-to", f"type=local,dest={dest},mode=max", str(warm["ctx"]))
+    _, config = _registry_cache_from_dir(dest)
+    gone = config.layers[-1].digest
+    (dest / "blobs" / "sha256" / gone.split(":", 1)[1]).unlink()
+    result = api.build(str(warm["ctx"]), root=_fresh(tmp_path), progress="quiet",
+                       cache_from=[f"type=local,src={dest}"])
+    assert result.run_steps >= 1 and result.cached_steps >= 1
+
+
+def _registry_cache_from_dir(dest: Path) -> tuple[dict, CacheConfig]:
+    index = json.loads((dest / "index.json").read_text())
+    def blob(d):
+        return (dest / "blobs" / "sha256" / d.split(":", 1)[1]).read_bytes()
+    manifest = json.loads(blob(index["manifests"][0]["digest"]))
+    return manifest, CacheConfig.from_json(blob(manifest["config"]["digest"]))
