@@ -255,12 +255,10 @@ class ImportedCache:
         return ok
 
     def _index(self, key: str, layer) -> None:
-        from pybuild.solver import STEP_RECORD, _layer_json
+        from pybuild.solver import put_step_record
 
-        value = {"layer": _layer_json(layer)}
-        if layer is not None and layer.digest in self.created:
-            value["created"] = self.created[layer.digest]
-        self.root.index.put(STEP_RECORD, key, value)
+        put_step_record(self.root.index, key, layer,
+                        self.created.get(layer.digest) if layer is not None else None)
 
     def keep_client(self, client) -> None:
         self._clients.append(client)
@@ -368,7 +366,7 @@ def _read_registry(spec: CacheSpec, insecure: Sequence[str], imported: ImportedC
 def _read_layout(spec: CacheSpec):
     import json
 
-    from pybuild.image.layout import INDEX_FILE, ImageArchiveError
+    from pybuild.image.layout import INDEX_FILE, ImageArchiveError, blob_name
     from pybuild.image.types import Index, Manifest
 
     if not os.path.isdir(spec.path):
@@ -389,7 +387,7 @@ def _read_layout(spec: CacheSpec):
     # a directory copied in part: a record whose blob is not there would be a hit that
     # fails the build when its layer is needed; without it, the step just runs
     table = {k: layer for k, layer in table.items()
-             if layer is None or origin.src.has("blobs/" + layer.digest.replace(":", "/", 1))}
+             if layer is None or origin.src.has(blob_name(layer.digest))}
     return table, origin, times
 
 
@@ -533,7 +531,7 @@ def _write_layout(root, spec: CacheSpec, manifest, layers: list, imported) -> st
     import tempfile
 
     from pybuild.image import mediatypes as mt
-    from pybuild.image.layout import INDEX_FILE, OCI_LAYOUT_FILE, layout_file
+    from pybuild.image.layout import INDEX_FILE, OCI_LAYOUT_FILE, blob_name, layout_file
     from pybuild.image.types import Descriptor, Index
 
     dest = os.path.abspath(spec.path)
@@ -542,7 +540,7 @@ def _write_layout(root, spec: CacheSpec, manifest, layers: list, imported) -> st
     data = manifest.to_json()
     digest = root.blobs.put_bytes(data)
     for d in [layer.digest for layer in layers] + [manifest.config.digest, digest]:
-        target = os.path.join(blob_dir, d.split(":", 1)[1])
+        target = os.path.join(dest, blob_name(d))
         if os.path.exists(target):
             continue
         layer = next((x for x in layers if x.digest == d), None)

@@ -22,6 +22,7 @@ from typing import Any, Mapping
 
 from cache.digest import digest_json
 from pybuild import graph
+from pybuild.assemble import created_timestamp
 from pybuild.errors import BuildCancelled, PybuildError, StepFailed
 from pybuild.progress import ProgressEvent, ProgressSink, null_sink
 
@@ -168,8 +169,8 @@ class Solver:
         except BaseException:
             self.sink(ProgressEvent("error", op.digest, name, duration=time.monotonic() - start))
             raise
-        created = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
-        self.root.index.put(STEP_RECORD, key, {"layer": _layer_json(layer), "created": created})
+        created = created_timestamp()
+        put_step_record(self.root.index, key, layer, created)
         if explained is not None:  # only a step that succeeded counts as "the last build"
             self.root.index.put(*explained)
         state = SolvedState(parent + ((layer,) if layer else ()), key, layer, cached=False,
@@ -532,6 +533,15 @@ def _with_proxy_env(op: graph.Exec) -> tuple[str, ...]:
 def _command_text(op: graph.Exec) -> str:
     # BuildKit's wording: process "/bin/sh -c make" did not complete successfully
     return f"process \"{' '.join(op.args)}\""
+
+
+def put_step_record(index, key: str, layer, created: str | None) -> None:
+    """The ("step", key) record: the layer the step added (or none) and when it was first
+    made (the history time a cached rebuild reuses)."""
+    value = {"layer": _layer_json(layer)}
+    if created is not None:
+        value["created"] = created
+    index.put(STEP_RECORD, key, value)
 
 
 def _layer_json(layer) -> dict | None:

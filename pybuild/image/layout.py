@@ -41,7 +41,7 @@ def blob_entries(store: ImageStore, digests: Iterable[str]) -> list[TarEntry]:
     """`blobs/`, `blobs/sha256/` and one entry per blob (mtime 0, root-owned, 0644)."""
     out = [TarEntry.directory("blobs/"), TarEntry.directory("blobs/sha256/")]
     for d in sorted(set(digests)):
-        out.append(TarEntry.host_file(f"blobs/sha256/{d.split(':', 1)[1]}", store.blobs.path(d)))
+        out.append(TarEntry.host_file(blob_name(d), store.blobs.path(d)))
     return out
 
 
@@ -259,12 +259,17 @@ def read_image_tar(path: str, store: ImageStore, *, platform: Platform | None = 
     return images
 
 
+def blob_name(digest: str) -> str:
+    """Where a layout keeps a blob: `blobs/<alg>/<hex>`."""
+    return "blobs/" + digest.replace(":", "/", 1)
+
+
 def import_blob(src: Source, store: ImageStore, desc: Descriptor) -> None:
     """Copy one `blobs/<alg>/<hex>` file into the store, verified by digest and size."""
     check_digest(desc.digest)
     if store.blobs.has(desc.digest):
         return
-    name = "blobs/" + desc.digest.replace(":", "/", 1)
+    name = blob_name(desc.digest)
     if not src.has(name):
         raise ImageArchiveError(f"blob {desc.digest} is missing from the image layout")
     from cache.store import DigestMismatch
@@ -295,7 +300,7 @@ class _Limited:
 
 
 def _read_verified(src: Source, desc: Descriptor) -> bytes:
-    data = src.read("blobs/" + check_digest(desc.digest).replace(":", "/", 1))
+    data = src.read(blob_name(check_digest(desc.digest)))
     if digest_bytes(data) != desc.digest:
         raise ImageArchiveError(f"blob {desc.digest} is corrupt: digest mismatch")
     return data

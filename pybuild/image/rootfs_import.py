@@ -13,10 +13,10 @@ from __future__ import annotations
 import os
 import posixpath
 import tarfile
-import time
 from typing import BinaryIO
 
 from cache.store import BlobStore
+from pybuild.assemble import created_timestamp
 from pybuild.errors import PybuildError
 from pybuild.graph import ImageConfig
 from pybuild.image.compression import ZSTD_MAGIC, layer_writer
@@ -31,10 +31,6 @@ _KEPT_PAX_PREFIXES = ("SCHILY.xattr.", "LIBARCHIVE.xattr.", "SCHILY.acl.")
 
 class RootfsImportError(PybuildError):
     """A rootfs that cannot be imported."""
-
-
-def now_rfc3339() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
 def import_rootfs(source: str, store: ImageStore, blobs: BlobStore | None = None, *,
@@ -59,7 +55,7 @@ def import_rootfs(source: str, store: ImageStore, blobs: BlobStore | None = None
     layer = sink.record
     assert layer is not None
     plat = platform or Platform.host()
-    when = created or now_rfc3339()
+    when = created or created_timestamp()
     config = ImageConfigFile(
         architecture=plat.architecture, os=plat.os, variant=plat.variant,
         config=changes or ImageConfig(), created=when,
