@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import re
 from typing import Any, BinaryIO
 
@@ -49,6 +50,23 @@ def digest_stream(stream: BinaryIO) -> tuple[Digest, int]:
 def digest_file(path: str) -> Digest:
     with open(path, "rb") as f:
         return digest_stream(f)[0]
+
+
+def entry_body(path: str, st, file_digest=None) -> tuple:
+    """What a content checksum reads of a non-directory entry beyond its stat header: a
+    file's size and content digest (`file_digest(path)`, default `digest_file`), a link's
+    target, a device's numbers. One definition for the build context's checksums and the
+    build memo's re-check of them."""
+    import stat
+
+    mode = st.st_mode
+    if stat.S_ISREG(mode):
+        return st.st_size, (file_digest or digest_file)(path)
+    if stat.S_ISLNK(mode):
+        return (os.readlink(path),)
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return (os.major(st.st_rdev), os.minor(st.st_rdev))
+    return ()
 
 
 class DigestWriter:

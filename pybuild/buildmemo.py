@@ -32,7 +32,6 @@ from __future__ import annotations
 import hashlib
 import marshal
 import os
-import stat
 import sys
 import time
 
@@ -121,21 +120,6 @@ def _listing(path: str) -> str:
     return hashlib.sha256(repr(items).encode("utf-8", "surrogateescape")).hexdigest()
 
 
-def entry_body(host: str, st: os.stat_result) -> tuple:
-    """What a context checksum reads of a non-directory entry beyond its stat header (the
-    same as pybuild.context.BuildContext does): content digest, link target, device."""
-    mode = st.st_mode
-    if stat.S_ISREG(mode):
-        from cache.digest import digest_file
-
-        return st.st_size, digest_file(host)
-    if stat.S_ISLNK(mode):
-        return (os.readlink(host),)
-    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-        return (os.major(st.st_rdev), os.minor(st.st_rdev))
-    return ()
-
-
 def _racy(st: os.stat_result, now_ns: int) -> bool:
     return now_ns - max(st.st_mtime_ns, st.st_ctime_ns) <= RACY_NS
 
@@ -220,6 +204,8 @@ def _check_files(memo: dict) -> bool:
     racy = memo["file_racy"]
     if not changed and not racy:
         return False
+    from cache.digest import entry_body  # the context checksum's own reading of an entry
+
     where = {h: i for i, h in enumerate(hosts)}
     now = time.time_ns()
     still_racy = []

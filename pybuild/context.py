@@ -20,14 +20,13 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import stat
 import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from typing import Sequence
 
-from cache.digest import CHUNK
+from cache.digest import CHUNK, entry_body
 from pybuild.errors import ContextError
 from pybuild.fileops import (ENTER, LEAF, FileOpError, IgnoreView, SourceMatch,
                              resolve_sources, walk_selection)
@@ -245,14 +244,7 @@ class BuildContext:
         return st.st_mode, uid, gid
 
     def _body(self, rel: str, host: str, st: os.stat_result) -> tuple:
-        mode = st.st_mode
-        if stat.S_ISREG(mode):
-            return st.st_size, self._file_digest(rel, host, st)
-        if stat.S_ISLNK(mode):
-            return (os.readlink(host),)
-        if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
-            return (os.major(st.st_rdev), os.minor(st.st_rdev))
-        return ()
+        return entry_body(host, st, lambda path: self._file_digest(rel, path, st))
 
     def _file_digest(self, rel: str, host: str, st: os.stat_result) -> str:
         key = [st.st_size, st.st_mtime_ns, st.st_ino, st.st_ctime_ns]
