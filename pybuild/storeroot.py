@@ -54,8 +54,11 @@ class StoreRoot:
 
     @property
     def containers_dir(self) -> str:
+        from pybuild.dirspread import spread_subdirectories
+
         d = os.path.join(self.path, "c")
         os.makedirs(d, exist_ok=True)
+        spread_subdirectories(d)  # each container's upper dir is a tree of its own
         return d
 
     def layer_dirs(self, layers) -> list[str]:

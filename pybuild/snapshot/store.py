@@ -24,6 +24,7 @@ import tempfile
 from typing import BinaryIO, Callable, Iterator
 
 from cache.index import CacheIndex
+from pybuild.dirspread import spread_subdirectories
 from pybuild.errors import StoreError
 from pybuild.snapshot.extract import decompressing_reader, extract_layer
 
@@ -39,6 +40,9 @@ class SnapshotStore:
         self.lock_dir = os.path.join(self.root, "locks")
         for d in (self.snap_dir, self.work_dir, self.tmp_dir, self.lock_dir):
             os.makedirs(d, exist_ok=True)
+        # work units and unpack dirs are where snapshots' files are created
+        for d in (self.work_dir, self.tmp_dir):
+            spread_subdirectories(d)
         self.index = CacheIndex(os.path.join(self.root, "index.db"))
         self._next = {self.snap_dir: _max_number(self.snap_dir) + 1}
 
