@@ -290,3 +290,20 @@ def test_store_work_adopt_discard(tmp_path):
     assert store.get("sha256:up") is None and not os.path.exists(snap)
     with pytest.raises(PybuildError):
         store.discard(str(tmp_path))
+
+
+@pytest.mark.parametrize("recorded, error", [(5, "grew"), (20, "shrank")])
+def test_layer_tar_refuses_a_small_file_that_changed_size(tmp_path, recorded, error):
+    # small files are read whole in one call: a size other than the lstat's is still caught
+    from pybuild.snapshot.diff import _read_whole
+
+    f = tmp_path / "f"
+    f.write_bytes(b"0123456789")
+    fd = os.open(f, os.O_RDONLY)
+    try:
+        with pytest.raises(OSError, match=error):
+            _read_whole(fd, recorded, b"f")
+        os.lseek(fd, 0, os.SEEK_SET)
+        assert _read_whole(fd, 10, b"f") == b"0123456789"
+    finally:
+        os.close(fd)

@@ -207,9 +207,31 @@ class _TarWriter:
                 raise OSError(f"file grew while it was being archived: {h.name!r}")
         self._write(_pad(h.size))
 
+    def add_whole(self, h: _Header, data: bytes) -> None:
+        """A regular file's entry whose content is in memory: one write, not three (a
+        layer of 20,000 small files spends its time per call, not per byte)."""
+        self._write(_header_bytes(h) + data + _pad(len(data)))
+        self.entries += 1
+
     def close(self) -> TarStats:
         self._write(b"\0" * (2 * BLOCK))
         return TarStats(self.entries, self.size)
+
+
+_WHOLE = 1 << 16  # files up to this size are read in one call and written with their header
+
+
+def _read_whole(fd: int, size: int, name: bytes) -> bytes:
+    """All `size` bytes of the file at `fd`; an error if it has more or fewer."""
+    data = os.read(fd, size + 1)  # one byte more: a file that grew is caught here
+    while len(data) < size:
+        more = os.read(fd, size + 1 - len(data))
+        if not more:
+            raise OSError(f"file shrank while it was being archived: {name!r}")
+        data += more
+    if len(data) > size:
+        raise OSError(f"file grew while it was being archived: {name!r}")
+    return data
 
 
 def _xattrs(path: bytes) -> tuple[list[tuple[bytes, bytes]], bool]:
@@ -290,7 +312,11 @@ def write_layer_tar(src_dir: str, out: BinaryIO, *, source_date_epoch: int | Non
             if stat.S_ISREG(mode):
                 fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
                 try:
-                    w.add(_Header(relname, REGTYPE, size=st.st_size, **common), fd=fd)
+                    h = _Header(relname, REGTYPE, size=st.st_size, **common)
+                    if st.st_size <= _WHOLE:
+                        w.add_whole(h, _read_whole(fd, st.st_size, relname))
+                    else:
+                        w.add(h, fd=fd)
                 finally:
                     os.close(fd)
             elif stat.S_ISLNK(mode):
