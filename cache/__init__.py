@@ -6,8 +6,6 @@ The names below are imported on first use: `import cache.digest` alone must stay
 """
 from __future__ import annotations
 
-import importlib
-
 _EXPORTS = {
     "Digest": "cache.digest", "DigestWriter": "cache.digest", "digest_bytes": "cache.digest",
     "digest_file": "cache.digest", "digest_json": "cache.digest",
@@ -22,4 +20,6 @@ def __getattr__(name: str):
     module = _EXPORTS.get(name)
     if module is None:
         raise AttributeError(f"module 'cache' has no attribute {name!r}")
+    import importlib
+
     return getattr(importlib.import_module(module), name)

@@ -8,14 +8,44 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-from typing import Sequence
+
+TYPE_CHECKING = False  # typing's, without importing typing (~3 ms of CLI start-up)
+if TYPE_CHECKING:
+    from typing import Sequence
 
 COMMANDS = ("build", "run", "import", "load", "save", "tag", "images", "rmi", "inspect",
             "pull", "push", "login", "logout", "history", "du", "prune")
 
 
+def _terminal_columns() -> int:
+    """`shutil.get_terminal_size().columns`, found the same way (COLUMNS, else stdout's
+    terminal, else 80) without importing shutil (with bz2 and lzma: ~2 ms of every start)."""
+    try:
+        columns = int(os.environ["COLUMNS"])
+    except (KeyError, ValueError):
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns
+        except (AttributeError, ValueError, OSError):  # no stdout, or not a terminal
+            columns = 0
+    return columns or 80
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's formatter, told the width it would ask shutil for: argparse makes one
+    for every argument added (to check its metavar), so `shutil` was imported by every
+    command. tests/test_cli_startup.py checks the width and the help are argparse's."""
+
+    def __init__(self, prog, indent_increment=2, max_help_position=24, width=None):
+        if width is None:
+            width = _terminal_columns() - 2  # what HelpFormatter does with shutil's
+        super().__init__(prog, indent_increment, max_help_position, width)
+
+
 class _OnlyArgsOf:
-    """`add_subparsers()` that makes the parser of one command only (`only`; None: all).
+    """`add_subparsers()` that makes the parser of one command only (`only`; None: all;
+    "": none, for `--help`, `--version` and no command, which need only the list).
     Every command is still a choice, with its help line in `pybuild --help` (argparse
     reads only these two to list and check commands); the others' parsers are never used
     for this command line (`_command_of` names the one argparse will pick), and making
@@ -31,7 +61,7 @@ class _OnlyArgsOf:
 
     def add_parser(self, name: str, **kwargs):
         if self.only in (None, name):
-            return self.sub.add_parser(name, **kwargs)
+            return self.sub.add_parser(name, formatter_class=_HelpFormatter, **kwargs)
         # what argparse's add_parser records of a command, without its parser
         if "help" in kwargs:
             self.sub._choices_actions.append(
@@ -44,7 +74,8 @@ def _build_parser(only: str | None = None) -> argparse.ArgumentParser:
     from pybuild import __version__
 
     p = argparse.ArgumentParser(
-        prog="pybuild", description="Build OCI images from Dockerfiles, and run them.")
+        prog="pybuild", description="Build OCI images from Dockerfiles, and run them.",
+        formatter_class=_HelpFormatter)
     p.add_argument("--version", action="version", version=f"pybuild {__version__}")
     p.add_argument("--root", help="store directory (default $PYBUILD_ROOT or ~/.local/share/pybuild)")
     sub = _OnlyArgsOf(p.add_subparsers(dest="cmd", metavar="COMMAND"), only)
@@ -187,8 +218,9 @@ def _split_args(argv: list[str]) -> list[str]:
 
 
 def _command_of(argv: list[str]) -> str | None:
-    """The command `argv` (after `_split_args`) names; None when it names none (help,
-    version, an unknown word: the parser then knows every command's arguments)."""
+    """The command `argv` (after `_split_args`) names; None when it names none: help,
+    version or nothing, which argparse answers (or stops at, a bad `--root`) with the
+    top-level arguments and the list of commands alone."""
     i = 0
     while i < len(argv):
         if argv[i] == "--root":
@@ -482,7 +514,7 @@ def _compile_cache() -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = _split_args(list(sys.argv[1:] if argv is None else argv))
-    parser = _build_parser(_command_of(args))
+    parser = _build_parser(_command_of(args) or "")
     a = parser.parse_args(args)
     if a.cmd is None:
         parser.print_help()

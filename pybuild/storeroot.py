@@ -24,6 +24,7 @@ from pybuild.storepath import default_root  # noqa: F401  (kept importable from 
 
 @dataclass
 class StoreRoot:
+    """A store directory; its blob store, index, images and snapshots opened on first use."""
     path: str
 
     @classmethod

@@ -47,6 +47,63 @@ def test_a_wrong_command_line_fails_as_before(capsys):
         assert outs[0] == outs[1], argv
 
 
+def test_help_and_version_need_no_command_parser(capsys):
+    for argv in (["--version"], ["--help"], ["-h"], ["--root", "/r", "--help"],
+                 ["--version", "save", "-o", "x", "img"], ["--root=/r", "--version"]):
+        assert C._command_of(C._split_args(argv)) is None, argv
+        outs = []
+        for parser in (C._build_parser(), C._build_parser("")):  # "": what main() makes
+            with pytest.raises(SystemExit) as e:
+                parser.parse_args(C._split_args(argv))
+            outs.append((e.value.code, capsys.readouterr()))
+        assert outs[0] == outs[1] and outs[0][0] == 0 and outs[0][1].out, argv
+    assert C.main([]) == 1  # no command: the top-level help
+    assert capsys.readouterr().out == C._build_parser().format_help()
+
+
+@pytest.mark.parametrize("columns", [None, "100", "33", "0", "-4", "wide"])
+def test_help_width_is_argparses(monkeypatch, columns):
+    """The parsers' formatter finds the width as shutil does (which argparse asks)."""
+    import argparse
+    import shutil
+
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    assert C._terminal_columns() == shutil.get_terminal_size().columns
+    for cmd in (None, "build"):
+        ours = C._build_parser(cmd)
+        stock = C._build_parser(cmd)
+        stock.formatter_class = argparse.HelpFormatter
+        assert ours.format_help() == stock.format_help()
+        if cmd:
+            sub = ours._subparsers._group_actions[0].choices[cmd]
+            text = sub.format_help()
+            sub.formatter_class = argparse.HelpFormatter
+            assert text == sub.format_help()
+
+
+def test_help_width_of_a_terminal(monkeypatch):
+    """On a terminal (COLUMNS unset) the width is the terminal's, as shutil finds it."""
+    import fcntl
+    import shutil
+    import struct
+    import termios
+
+    monkeypatch.delenv("COLUMNS", raising=False)
+    monkeypatch.delenv("LINES", raising=False)
+    master, slave = os.openpty()
+    try:
+        fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 123, 0, 0))
+        with open(slave, "w", closefd=False) as tty:
+            monkeypatch.setattr(sys, "__stdout__", tty)
+            assert C._terminal_columns() == shutil.get_terminal_size().columns == 123
+    finally:
+        os.close(master)
+        os.close(slave)
+
+
 @pytest.mark.parametrize("argv, command", [
     (["save", "-o", "x", "img"], "save"), (["--root", "/r", "images"], "images"),
     (["--root=/r", "tag", "a", "b"], "tag"), (["--root", "save", "images"], "images"),
@@ -56,8 +113,9 @@ def test_command_of_follows_split_args(argv, command):
     assert C._command_of(C._split_args(argv)) == command
 
 
-def _modules_after(argv: list[str], root: str) -> set[str]:
-    """The modules a real `pybuild ...` process has imported when it exits."""
+def _modules_after(argv: list[str], root: str, *, no_site: bool = False) -> set[str]:
+    """The modules a real `pybuild ...` process has imported when it exits (`no_site`:
+    without `site`, whose .pth files (an editable install's finder) import some too)."""
     code = ("import atexit, sys\n"
             "def dump(path=sys.argv[1]):\n"
             "    with open(path, 'w') as f:\n"
@@ -68,8 +126,8 @@ def _modules_after(argv: list[str], root: str) -> set[str]:
             "sys.exit(main())\n")
     out = os.path.join(root, "modules.txt")
     env = dict(os.environ, PYTHONPATH=str(REPO))
-    subprocess.run([sys.executable, "-c", code, out, "--root", root, *argv], env=env,
-                   check=True, capture_output=True)
+    subprocess.run([sys.executable, *(["-S"] if no_site else []), "-c", code, out, "--root",
+                    root, *argv], env=env, check=True, capture_output=True)
     with open(out) as f:
         return set(f.read().split())
 
@@ -83,6 +141,26 @@ def test_save_and_images_import_no_builder(fresh_cli, tmp_path):
         for heavy in ("pybuild.graph", "frontends.dockerfile.compile", "pybuild.solver",
                       "lark", "platform", "concurrent.futures", "pybuild.progress"):
             assert heavy not in mods, (argv, heavy)
+    assert (tmp_path / "d.tar").stat().st_size > 0 and (tmp_path / "o.tar").stat().st_size > 0
+
+
+def test_save_and_version_import_only_what_they_use(fresh_cli, tmp_path):
+    """No `inspect` (dataclasses imports it for classes without a docstring only:
+    pybuild/dccache.py), `typing` (annotations only), `shutil` (argparse's terminal
+    width: cli._HelpFormatter; a blob write's temp file does import it: the first docker
+    save writes its manifest), `threading` (layers saved as stored need no thread); an
+    OCI save of a stored image hashes nothing (hashlib)."""
+    root = str(fresh_cli.root)
+    docker = ["save", "--format", "docker", "-o", str(tmp_path / "d.tar"), "busybox:local"]
+    oci = ["save", "-o", str(tmp_path / "o.tar"), "busybox:local"]
+    for argv, unused in ((docker, ("inspect", "typing", "threading")),
+                         (docker, ("inspect", "typing", "threading", "shutil")),  # written
+                         (oci, ("inspect", "typing", "threading", "shutil", "hashlib")),
+                         (["--version"], ("inspect", "typing", "shutil"))):
+        mods = _modules_after(argv, root, no_site=True)
+        assert "pybuild.image.store" in mods or argv == ["--version"]
+        for name in unused:
+            assert name not in mods, (argv, name)
     assert (tmp_path / "d.tar").stat().st_size > 0 and (tmp_path / "o.tar").stat().st_size > 0
 
 

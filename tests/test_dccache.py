@@ -108,3 +108,48 @@ def test_a_corrupt_cache_is_ignored(tmp_path):
     out = _run(str(cache))
     assert out["compiled"] > 0 and out["frozen"]
     assert _run(str(cache))["compiled"] == 0  # replaced by a good one
+
+
+DEFERRED = r'''
+import json, sys
+from pybuild import dccache
+
+if sys.argv[1] != "-":
+    dccache.install(sys.argv[1])
+from dataclasses import dataclass, field
+
+@dataclass(frozen=True)
+class Documented:
+    "docs"
+    x: int
+
+before = "inspect" in sys.modules
+
+@dataclass(frozen=True)
+class Undocumented:
+    x: int
+    y: tuple = ()
+    z: list = field(default_factory=list)
+
+import dataclasses, inspect
+print(json.dumps({"before": before, "docs": [Documented.__doc__, Undocumented.__doc__],
+                  "same": dataclasses.inspect is inspect is sys.modules["inspect"],
+                  "sig": str(inspect.signature(Undocumented))}))
+'''
+
+
+def test_inspect_is_imported_only_for_a_class_without_a_docstring(tmp_path):
+    """dccache.install() imports dataclasses without inspect (3.11); the first class
+    without a docstring imports it, and gets the docstring dataclasses always wrote."""
+    env = dict(os.environ, PYTHONPATH=str(REPO))
+    out = []
+    for cache in ("-", str(tmp_path / "dc")):
+        p = subprocess.run([sys.executable, "-S", "-c", DEFERRED, cache], env=env,
+                           check=True, capture_output=True, text=True)
+        out.append(json.loads(p.stdout))
+    plain, cached = out
+    assert plain["before"] is True  # plain dataclasses imports it first thing
+    assert cached["before"] is (sys.version_info[:2] != (3, 11))
+    assert cached["docs"] == plain["docs"] == [
+        "docs", "Undocumented(x: int, y: tuple = (), z: list = <factory>)"]
+    assert cached["same"] and plain["same"] and cached["sig"] == plain["sig"]

@@ -16,7 +16,6 @@ checked against the diff_id its config lists.
 from __future__ import annotations
 
 import json
-from typing import BinaryIO
 
 from pybuild.image import mediatypes as mt
 from pybuild.image.compression import diff_id_of, sniff_compression
@@ -26,6 +25,10 @@ from pybuild.image.store import (ImageStore, InvalidReference, StoredImage, fami
                                  parse_ref)
 from pybuild.image.types import Descriptor, ImageConfigFile, InvalidImageDocument, Manifest
 from pybuild.snapshot.diff import TarEntry, write_tar_entries
+
+TYPE_CHECKING = False  # typing's, without importing typing (~3 ms of CLI start-up)
+if TYPE_CHECKING:
+    from typing import BinaryIO
 
 MANIFEST_FILE = "manifest.json"
 REPOSITORIES_FILE = "repositories"

@@ -38,6 +38,7 @@ class ConversionError(PybuildError):
 
 @dataclass(frozen=True)
 class ConvertStats:
+    """What a `convert_image` call did with the image's layers."""
     layers: int     # layers in the image
     compressed: int  # layers compressed (or rewritten) by this call
     reused: int     # layers taken from an earlier conversion
@@ -177,13 +178,15 @@ def _with_layers(store: ImageStore, image: StoredImage, layers: list[LayerRecord
     """`image` with `layers` and the chosen media types; the original when nothing
     changed (its exact bytes and digest)."""
     old = image.manifest
-    config_bytes = store.blobs.read(image.config_digest)
     diff_ids = tuple(layer.diff_id for layer in layers)
     if diff_ids != image.config.diff_ids:
         config_bytes = replace(image.config, diff_ids=diff_ids).to_json()
-    config_digest = store.blobs.put_bytes(config_bytes)
+        config_digest, config_size = store.blobs.put_bytes(config_bytes), len(config_bytes)
+    else:  # the image's own config blob, in the store already: nothing to hash or write
+        config_digest = image.config_digest
+        config_size = store.blobs.size(config_digest)
     config_desc = Descriptor(mt.OCI_CONFIG if oci else mt.DOCKER_CONFIG, config_digest,
-                             len(config_bytes), old.config.annotations)
+                             config_size, old.config.annotations)
     descs = []
     for layer, old_desc in zip(layers, old.layers):
         media_type = _layer_media_type(layer, oci)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import json
 import os
 import posixpath
-from typing import BinaryIO, Iterable
 
 from cache.digest import CHUNK, check_digest, digest_bytes
 from pybuild.errors import PybuildError
@@ -25,6 +24,10 @@ from pybuild.image import mediatypes as mt
 from pybuild.image.store import ImageStore, InvalidReference, Reference, StoredImage, parse_ref
 from pybuild.image.types import Descriptor, Index, InvalidImageDocument, Manifest, Platform
 from pybuild.snapshot.diff import TarEntry, write_tar_entries
+
+TYPE_CHECKING = False  # typing's, without importing typing (~3 ms of CLI start-up)
+if TYPE_CHECKING:
+    from typing import BinaryIO, Iterable
 
 OCI_LAYOUT_FILE = "oci-layout"
 INDEX_FILE = "index.json"

@@ -51,6 +51,7 @@ class ImageOptions:
 
 @dataclass(frozen=True)
 class OutputSpec:
+    """One `--output` value, parsed."""
     type: str  # image | oci | docker | registry | tar | local
     dest: str = ""
     # every key=value given except type and dest, sorted (names, registry options, ...)

@@ -158,6 +158,7 @@ def familiar_name(ref: str) -> str:
 
 @dataclass(frozen=True)
 class StoredImage:
+    """An image of the store: its manifest and config, parsed, and its layers."""
     manifest_digest: str
     manifest: Manifest
     config_digest: str
@@ -172,6 +173,7 @@ class StoredImage:
 
 @dataclass(frozen=True)
 class ImageSummary:
+    """A row of `images()`."""
     name: str
     manifest_digest: str
     size: int
