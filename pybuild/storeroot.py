@@ -12,6 +12,9 @@ Layout under the root (`$PYBUILD_ROOT`, else `~/.local/share/pybuild`):
     cachemounts/         RUN --mount=type=cache directories (pybuild/runmounts.py)
     lock                 whole-store advisory lock: builds hold it shared, prune exclusive
                          (pybuild/storegc.py)
+
+The directories new trees are made in (`w/`, `t/`, `c/`) carry ext4's TOPDIR flag, so
+each tree lands in a block group of its own (pybuild/dirspread.py says why).
 """
 from __future__ import annotations
 
