@@ -4,10 +4,10 @@ Every step's upper dir, every unpacked layer and every container is a tree of it
 made and later deleted as a whole. Left alone, ext4's Orlov allocator keeps a new
 subdirectory (and so every file in it) in its parent's block group: the group where the
 previous trees were just deleted. On ext4 without a journal (this machine's root
-filesystem) the inode allocator then skips each inode deleted in the last half minute
-or so, one inode-table lookup per candidate, for every new file: creating 20,000 files
-right after a prune took 3.6 to 6.3 s instead of 0.2 s (bench/RESULTS.md), CPU spent in
-the kernel's find_inode_bit/recently_deleted. The TOPDIR flag (`chattr +T`) is the
+filesystem) the inode allocator then skips each inode deleted in the last minute or so,
+one inode-table lookup per candidate, for every new file: creating 20,000 files right
+after a prune took 3.6 to 6.3 s instead of 0.2 s, CPU spent in the kernel's
+find_inode_bit/recently_deleted (bench/RESULTS.md; bench/inode_bench.py shows it alone). The TOPDIR flag (`chattr +T`) is the
 allocator's own hint for this case: subdirectories of a top directory are spread over
 block groups with free inodes and few directories, as if made under the filesystem's
 root. Elsewhere the flag is only a placement hint, and a filesystem without it simply
