@@ -192,10 +192,19 @@ class _TarWriter:
 
     def add(self, h: _Header, data: bytes | None = None, fd: int | None = None,
             stream: BinaryIO | None = None) -> None:
-        self._write(_header_bytes(h))
+        header = _header_bytes(h)
         self.entries += 1
         if h.type != REGTYPE or h.size == 0:
+            self._write(header)
             return
+        if fd is not None and h.size <= _WHOLE:
+            data = _read_whole(fd, h.size, h.name)
+        if data is not None and len(data) <= _WHOLE:
+            # one write, not three: a layer of 20,000 small files spends its time per
+            # call, not per byte
+            self._write(header + data + _pad(h.size))
+            return
+        self._write(header)
         if data is not None:
             self._write(data)
         elif fd is not None or stream is not None:
@@ -211,18 +220,12 @@ class _TarWriter:
                 raise OSError(f"file grew while it was being archived: {h.name!r}")
         self._write(_pad(h.size))
 
-    def add_whole(self, h: _Header, data: bytes) -> None:
-        """A regular file's entry whose content is in memory: one write, not three (a
-        layer of 20,000 small files spends its time per call, not per byte)."""
-        self._write(_header_bytes(h) + data + _pad(len(data)))
-        self.entries += 1
-
     def close(self) -> TarStats:
         self._write(b"\0" * (2 * BLOCK))
         return TarStats(self.entries, self.size)
 
 
-_WHOLE = 1 << 16  # files up to this size are read in one call and written with their header
+_WHOLE = 1 << 16  # entries up to this size are read in one call and written with their header
 
 
 def _read_whole(fd: int, size: int, name: bytes) -> bytes:
@@ -316,11 +319,7 @@ def write_layer_tar(src_dir: str, out: BinaryIO, *, source_date_epoch: int | Non
             if stat.S_ISREG(mode):
                 fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC)
                 try:
-                    h = _Header(relname, REGTYPE, size=st.st_size, **common)
-                    if st.st_size <= _WHOLE:
-                        w.add_whole(h, _read_whole(fd, st.st_size, relname))
-                    else:
-                        w.add(h, fd=fd)
+                    w.add(_Header(relname, REGTYPE, size=st.st_size, **common), fd=fd)
                 finally:
                     os.close(fd)
             elif stat.S_ISLNK(mode):
