@@ -293,6 +293,17 @@ class _Compiler:
         self.extra_sources.append(ex)
         return ex
 
+    def dispatched_source(self, st: _Stage, ref: str, cmd, allow_index: bool,
+                          verb: str) -> graph.Op:
+        """The root op of the stage (or image) `ref` that `cmd` in `st` takes files from;
+        a stage defined further down is an error (BuildKit's wording, `verb` "copy" or
+        "mount")."""
+        src = self.source_stage(ref, cmd, allow_index)
+        if not src.dispatched:
+            raise self.error(f'cannot {verb} from stage "{ref}", it needs to be defined '
+                             f'before current stage "{st.display_name}"', cmd.node)
+        return src.root
+
     def command_sources(self, cmd) -> list[_Stage]:
         out: list[_Stage] = []
         if isinstance(cmd, ins.Copy) and cmd.from_:
@@ -674,20 +685,14 @@ class _Compiler:
             raise self.error('invalid mount target "/"', cmd.node)
         source: Optional[graph.Op] = None
         if m.from_:
-            src = self.source_stage(m.from_, cmd, False)
-            if not src.dispatched:
-                raise self.error(f'cannot mount from stage "{m.from_}", it needs to be defined '
-                                 f'before current stage "{st.display_name}"', cmd.node)
-            source = src.root
+            source = self.dispatched_source(st, m.from_, cmd, False, "mount")
+        if m.type in ("bind", "cache", "tmpfs") and not target:
+            raise self.error("mount target must be specified", cmd.node)
         if m.type == "bind":
-            if not target:
-                raise self.error("mount target must be specified", cmd.node)
             selector = go_clean("/" + m.source) if m.source else "/"
             return graph.Mount(target=target, type="bind", source=source or self.context,
                                selector=selector, readonly=m.readonly)
         if m.type == "cache":
-            if not target:
-                raise self.error("mount target must be specified", cmd.node)
             selector = go_clean("/" + m.source) if m.source else "/"
             return graph.Mount(target=target, type="cache", source=source, selector=selector,
                                readonly=m.readonly, cache_id=m.cache_id or target,
@@ -695,8 +700,6 @@ class _Compiler:
                                mode=m.mode if m.mode is not None else 0o755,
                                uid=m.uid or 0, gid=m.gid or 0)
         if m.type == "tmpfs":
-            if not target:
-                raise self.error("mount target must be specified", cmd.node)
             return graph.Mount(target=target, type="tmpfs", readonly=False, size=m.size_limit)
         if m.type == "secret":
             sid = m.source or m.cache_id
@@ -721,11 +724,7 @@ class _Compiler:
     def d_copy(self, st: _Stage, cmd: ins.Copy) -> None:
         source: graph.Op = self.context
         if cmd.from_:
-            src = self.source_stage(cmd.from_, cmd, True)
-            if not src.dispatched:
-                raise self.error(f'cannot copy from stage "{cmd.from_}", it needs to be defined '
-                                 f'before current stage "{st.display_name}"', cmd.node)
-            source = src.root
+            source = self.dispatched_source(st, cmd.from_, cmd, True, "copy")
         self.dispatch_copy(st, cmd, source, add=False)
 
     def d_add(self, st: _Stage, cmd: ins.Add) -> None:
