@@ -200,27 +200,9 @@ def _registry_flags(p: argparse.ArgumentParser) -> None:
                         "(also $PYBUILD_INSECURE_REGISTRIES)")
 
 
-def _split_args(argv: list[str]) -> list[str]:
-    """Insert `build` when no command is named (`pybuild -f Dockerfile .`)."""
-    i = 0
-    while i < len(argv):
-        a = argv[i]
-        if a == "--root":
-            i += 2
-            continue
-        if a.startswith("--root="):
-            i += 1
-            continue
-        if a in COMMANDS or a in ("-h", "--help", "--version"):
-            return argv
-        return argv[:i] + ["build"] + argv[i:]
-    return argv
-
-
-def _command_of(argv: list[str]) -> str | None:
-    """The command `argv` (after `_split_args`) names; None when it names none: help,
-    version or nothing, which argparse answers (or stops at, a bad `--root`) with the
-    top-level arguments and the list of commands alone."""
+def _first_word(argv: list[str]) -> int:
+    """Index of the first argument after the global `--root DIR` / `--root=DIR` options
+    (len(argv) when there is none): where the command is, or should be."""
     i = 0
     while i < len(argv):
         if argv[i] == "--root":
@@ -228,8 +210,24 @@ def _command_of(argv: list[str]) -> str | None:
         elif argv[i].startswith("--root="):
             i += 1
         else:
-            return argv[i] if argv[i] in COMMANDS else None
-    return None
+            return i
+    return len(argv)
+
+
+def _split_args(argv: list[str]) -> list[str]:
+    """Insert `build` when no command is named (`pybuild -f Dockerfile .`)."""
+    i = _first_word(argv)
+    if i == len(argv) or argv[i] in COMMANDS or argv[i] in ("-h", "--help", "--version"):
+        return argv
+    return argv[:i] + ["build"] + argv[i:]
+
+
+def _command_of(argv: list[str]) -> str | None:
+    """The command `argv` (after `_split_args`) names; None when it names none: help,
+    version or nothing, which argparse answers (or stops at, a bad `--root`) with the
+    top-level arguments and the list of commands alone."""
+    i = _first_word(argv)
+    return argv[i] if i < len(argv) and argv[i] in COMMANDS else None
 
 
 def _build_args(items: Sequence[str]) -> dict[str, str]:
