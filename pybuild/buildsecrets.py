@@ -31,6 +31,8 @@ class BuildSecretError(PybuildError):
 
 @dataclass(frozen=True)
 class SecretSource:
+    """A `--secret`: its id and where its value comes from (a file or an env variable)."""
+
     id: str
     type: str  # file | env
     source: str  # a path (file) or a variable name (env)
@@ -38,6 +40,8 @@ class SecretSource:
 
 @dataclass(frozen=True)
 class SshSource:
+    """An `--ssh` entry: its id and the agent sockets or key files it stands for."""
+
     id: str
     paths: tuple[str, ...] = field(default=())  # agent sockets or private key files
 

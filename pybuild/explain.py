@@ -54,6 +54,8 @@ class StepRecord:
 
 @dataclass(frozen=True)
 class Reason:
+    """One reason a step missed the cache: its `kind` and a message for the user."""
+
     kind: str  # no-history | no-cache | pruned | instruction | env | setting | file | base | parent | input
     message: str
 

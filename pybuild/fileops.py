@@ -67,6 +67,8 @@ MULTI_SOURCE_ERROR = ("When using COPY with more than one source file, the desti
 
 @dataclass(frozen=True)
 class Owner:
+    """A numeric owner (uid, gid) for copied or created files (`--chown`)."""
+
     uid: int
     gid: int
 

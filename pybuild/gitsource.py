@@ -31,6 +31,8 @@ class GitSourceError(PybuildError):
 
 @dataclass(frozen=True)
 class ResolvedRef:
+    """A git ref resolved against its remote: the commit, and the ref it came from."""
+
     commit: str
     refname: str  # the full ref it came from ("" when a commit was given)
     tag_object: str = ""  # an annotated tag's own object id

@@ -223,6 +223,8 @@ class Copy:
 
 @dataclass(frozen=True)
 class Mkdir:
+    """One directory a FileOp makes, with its parents (WORKDIR's, owned by the stage's user)."""
+
     path: str
     mode: int = 0o755
     make_parents: bool = True
@@ -231,6 +233,8 @@ class Mkdir:
 
 @dataclass(frozen=True)
 class Mkfile:
+    """One file a FileOp writes with the given bytes (a COPY heredoc, a RUN heredoc script)."""
+
     path: str
     data: bytes
     mode: int = 0o644

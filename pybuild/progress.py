@@ -18,6 +18,8 @@ from typing import Callable, TextIO
 
 @dataclass(frozen=True)
 class ProgressEvent:
+    """One thing that happened in a build, as the solver tells a `ProgressSink`."""
+
     kind: str  # "start" | "cached" | "log" | "done" | "error" | "info"
     vertex: str  # the op digest (or "" for build-wide messages)
     name: str = ""

@@ -49,6 +49,9 @@ class MountError(PybuildError):
 
 @dataclass(frozen=True)
 class PreparedMounts:
+    """A step's mounts made ready for its sandbox: binds, layer trees, tmpfs dirs, secret
+    files, and the env vars they add (`env=` secrets, `SSH_AUTH_SOCK`)."""
+
     binds: tuple[BindMount, ...] = ()
     trees: tuple[TreeMount, ...] = ()
     tmpfs: tuple[tuple[str, int], ...] = ()

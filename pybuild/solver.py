@@ -45,6 +45,9 @@ class SolvedState:
 
 @dataclass(frozen=True)
 class StepResult:
+    """One step of a build: its cache key, whether it came from the cache, how long it
+    took and the layer it made (None if none)."""
+
     vertex: str
     name: str
     cache_key: str

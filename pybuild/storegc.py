@@ -51,6 +51,9 @@ class PruneError(PybuildError):
 
 @dataclass(frozen=True)
 class UsageRow:
+    """One kind of thing in the store: how many, their size and what a prune would free
+    (bytes)."""
+
     kind: str  # blobs | snapshots | cache mounts | build records
     count: int
     size: int
@@ -59,6 +62,8 @@ class UsageRow:
 
 @dataclass(frozen=True)
 class DiskUsage:
+    """The store's disk usage, one row per kind, with totals."""
+
     rows: tuple[UsageRow, ...]
 
     @property
@@ -72,6 +77,8 @@ class DiskUsage:
 
 @dataclass(frozen=True)
 class PruneResult:
+    """What a prune removed, by kind, and the bytes it freed."""
+
     records: int
     blobs: int
     snapshots: int
@@ -92,6 +99,9 @@ class _Candidate:
 
 @dataclass
 class _Plan:
+    """What a prune would remove (and `disk_usage` counts as reclaimable): records, blobs,
+    snapshots, cache mount dirs and leftovers of interrupted builds."""
+
     records: list = field(default_factory=list)
     blobs: dict = field(default_factory=dict)  # digest -> size
     snapshots: dict = field(default_factory=dict)  # path -> (diff_id or None, size)

@@ -24,6 +24,9 @@ def rule_url(name: str) -> str:
 
 @dataclass(frozen=True)
 class Rule:
+    """A check rule: its name, the description its warnings show, and whether it is
+    experimental."""
+
     name: str
     description: str
     experimental: bool = False

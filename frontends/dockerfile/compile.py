@@ -50,6 +50,9 @@ UNUSED""".split())
 
 @dataclass(frozen=True)
 class CompileResult:
+    """A compiled Dockerfile: the image target, warnings, build args nothing used, and the
+    steps each stage made."""
+
     target: graph.ImageTarget
     warnings: tuple[str, ...]
     unused_build_args: tuple[str, ...]

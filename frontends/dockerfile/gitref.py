@@ -51,6 +51,8 @@ class GitRef:
 
 @dataclass
 class _Opts:
+    """The options of a git reference, from its fragment and query (see `GitRef`)."""
+
     ref: str = ""
     subdir: str = ""
     checksum: str = ""

@@ -165,6 +165,8 @@ class KeyValue:
 
 @dataclass(frozen=True)
 class ArgPair:
+    """One name of an `ARG`, its default (None: none given) and the doc comment above it."""
+
     key: str
     value: Optional[str] = None  # None: declared without a default
     comment: str = ""
@@ -209,6 +211,8 @@ class RunMount:
 
 @dataclass(frozen=True)
 class Device:
+    """A parsed `RUN --device` value: the device name and whether it is required."""
+
     name: str
     required: bool = False
 
@@ -241,6 +245,8 @@ class Instruction:
 
 @dataclass(frozen=True)
 class From(Instruction):
+    """A parsed `FROM`: the base image, stage name, platform and the doc comment above it."""
+
     base_name: str
     stage_name: str = ""  # lowercased; "" when there is no `AS`
     platform: str = ""
@@ -249,6 +255,8 @@ class From(Instruction):
 
 @dataclass(frozen=True)
 class Run(Instruction):
+    """A parsed `RUN`: its command (exec or shell form), heredocs and flags."""
+
     cmd_line: tuple[str, ...]
     prepend_shell: bool
     files: tuple[ShellInlineFile, ...] = ()
@@ -260,6 +268,8 @@ class Run(Instruction):
 
 @dataclass(frozen=True)
 class Cmd(Instruction):
+    """A parsed `CMD`: its command (exec or shell form) and heredocs."""
+
     cmd_line: tuple[str, ...]
     prepend_shell: bool
     files: tuple[ShellInlineFile, ...] = ()
@@ -267,6 +277,8 @@ class Cmd(Instruction):
 
 @dataclass(frozen=True)
 class Entrypoint(Instruction):
+    """A parsed `ENTRYPOINT`: its command (exec or shell form; None resets it) and heredocs."""
+
     cmd_line: Optional[tuple[str, ...]]  # None: `ENTRYPOINT []` (reset)
     prepend_shell: bool
     files: tuple[ShellInlineFile, ...] = ()
@@ -274,6 +286,8 @@ class Entrypoint(Instruction):
 
 @dataclass(frozen=True)
 class Copy(Instruction):
+    """A parsed `COPY`: sources (or heredoc contents), destination and its flags."""
+
     sources: tuple[str, ...]
     dest: str
     contents: tuple[SourceContent, ...] = ()
@@ -287,6 +301,9 @@ class Copy(Instruction):
 
 @dataclass(frozen=True)
 class Add(Instruction):
+    """A parsed `ADD`: sources (paths, URLs, git repos or heredoc contents), destination and
+    its flags."""
+
     sources: tuple[str, ...]
     dest: str
     contents: tuple[SourceContent, ...] = ()
@@ -301,62 +318,86 @@ class Add(Instruction):
 
 @dataclass(frozen=True)
 class Env(Instruction):
+    """A parsed `ENV`: its key/value pairs, unexpanded."""
+
     pairs: tuple[KeyValue, ...]
 
 
 @dataclass(frozen=True)
 class Label(Instruction):
+    """A parsed `LABEL`: its key/value pairs, unexpanded."""
+
     pairs: tuple[KeyValue, ...]
 
 
 @dataclass(frozen=True)
 class Arg(Instruction):
+    """A parsed `ARG`: the build args it declares, with their defaults."""
+
     args: tuple[ArgPair, ...]
 
 
 @dataclass(frozen=True)
 class Workdir(Instruction):
+    """A parsed `WORKDIR`: the working directory path."""
+
     path: str
 
 
 @dataclass(frozen=True)
 class User(Instruction):
+    """A parsed `USER`: the user (and optional group) to run as."""
+
     user: str
 
 
 @dataclass(frozen=True)
 class Expose(Instruction):
+    """A parsed `EXPOSE`: the ports (with optional protocol) it declares."""
+
     ports: tuple[str, ...]  # unexpanded words, sorted as BuildKit does
 
 
 @dataclass(frozen=True)
 class Volume(Instruction):
+    """A parsed `VOLUME`: the mount points it declares."""
+
     volumes: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class Shell(Instruction):
+    """A parsed `SHELL`: the shell that runs shell-form commands."""
+
     shell: tuple[str, ...]
 
 
 @dataclass(frozen=True)
 class Healthcheck(Instruction):
+    """A parsed `HEALTHCHECK`: its test and options (a `NONE` test disables it)."""
+
     health: HealthConfig
 
 
 @dataclass(frozen=True)
 class Stopsignal(Instruction):
+    """A parsed `STOPSIGNAL`: the signal that stops a container."""
+
     signal: str
 
 
 @dataclass(frozen=True)
 class Onbuild(Instruction):
+    """A parsed `ONBUILD`: the trigger instruction kept in the image for child builds."""
+
     expression: str  # the trigger text, re-parsed when a child stage uses the image
     trigger: str = ""  # the trigger's instruction keyword, uppercased
 
 
 @dataclass(frozen=True)
 class Maintainer(Instruction):
+    """A parsed `MAINTAINER` (deprecated): the author's name."""
+
     maintainer: str
 
 
@@ -381,6 +422,8 @@ _HEREDOC_WORD = re.compile(r"^(\d*)<<(-?)\s*([^<]*)$")
 
 @dataclass(frozen=True)
 class HeredocWord:
+    """A heredoc start word (`<<EOF`, `<<-EOF`, `3<<'EOF'`): its name and options."""
+
     name: str
     expand: bool
     chomp: bool

@@ -123,6 +123,8 @@ class Directive:
 
 @dataclass(frozen=True)
 class ParseResult:
+    """A parsed Dockerfile: its instruction nodes, escape token, directives, warnings and
+    source lines."""
     nodes: tuple[Node, ...]
     escape_token: str
     directives: tuple[tuple[str, str], ...]
@@ -320,6 +322,8 @@ def split_command(line: str) -> tuple[str, tuple[str, ...], str]:
 
 @dataclass(frozen=True)
 class _Parsed:
+    """An instruction's arguments as its parser splits them: the args, whether they were
+    JSON (exec form), and the nested node of an ONBUILD."""
     args: tuple[str, ...] = ()
     json_form: bool = False
     next: Node | None = None

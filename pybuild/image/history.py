@@ -14,6 +14,8 @@ from pybuild.image.store import StoredImage
 
 @dataclass(frozen=True)
 class HistoryRow:
+    """One line of `pybuild history`: an image history entry and the layer it made, if any."""
+
     created: str | None
     created_by: str
     comment: str

@@ -25,6 +25,8 @@ _HELPER_TIMEOUT = 30
 
 @dataclass(frozen=True)
 class Credentials:
+    """What to log in to a registry with: a username and password, or an identity token."""
+
     username: str = ""
     password: str = field(default="", repr=False)
     # An OAuth2 refresh token some registries hand out instead of a password (a helper

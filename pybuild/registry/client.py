@@ -39,6 +39,9 @@ Body = Union[bytes, Callable[[], Iterable[bytes]], None]
 
 @dataclass(frozen=True)
 class RetryPolicy:
+    """How often and how long to retry a registry request (exponential backoff, capped;
+    a `Retry-After` header wins)."""
+
     attempts: int = 5          # tries in all, the first included
     backoff: float = 0.25      # seconds before the second try; doubles each time
     max_delay: float = 8.0

@@ -33,6 +33,8 @@ def _digest(data: bytes) -> str:
 
 @dataclass
 class Faults:
+    """Faults the fake registry injects into its responses (tests set them)."""
+
     drop_after: dict[str, int] = field(default_factory=dict)   # digest -> bytes, once
     corrupt: set[str] = field(default_factory=set)             # digests served flipped
     fail_next: int = 0                                        # refusals before serving

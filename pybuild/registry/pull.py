@@ -32,6 +32,8 @@ MANIFEST_LIMIT = 4 << 20  # the distribution spec's limit for a manifest
 
 @dataclass(frozen=True)
 class PullResult:
+    """What a pull got: the manifest (and index) digests, the platform, and what it fetched."""
+
     ref: str                 # normalized reference pulled
     manifest_digest: str
     index_digest: str        # "" when the reference named a manifest
@@ -45,6 +47,8 @@ class PullResult:
 
 @dataclass(frozen=True)
 class FetchedManifest:
+    """A manifest or index from a registry: its digest, media type and bytes (none for HEAD)."""
+
     digest: str
     media_type: str
     data: bytes

@@ -29,6 +29,8 @@ CHUNK_SIZE = 8 << 20        # PATCH size for larger ones
 
 @dataclass(frozen=True)
 class PushResult:
+    """What a push did: the digest the tag now names and how each blob got there."""
+
     ref: str
     digest: str              # what the tag now names: a manifest, or an index
     uploaded: int            # blobs whose bytes were sent
@@ -39,6 +41,8 @@ class PushResult:
 
 @dataclass
 class _Counts:
+    """Running tallies of a push: blobs uploaded, mounted or already there, bytes sent."""
+
     uploaded: int = 0
     mounted: int = 0
     existing: int = 0

@@ -16,6 +16,9 @@ from pybuild.errors import PybuildError
 
 @dataclass(frozen=True)
 class ContainerSpec:
+    """What `pybuild run` starts: an image, and the command, env, workdir, user, network,
+    entrypoint and hostname given for it (None: the image's own)."""
+
     image: object  # pybuild.image.store.StoredImage
     command: tuple[str, ...] | None = None
     env: tuple[str, ...] = ()

@@ -31,6 +31,8 @@ HELPER = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_helper.py")
 
 @dataclass(frozen=True)
 class BindMount:
+    """A host path bound into the sandbox at `target`."""
+
     source: str
     target: str
     readonly: bool = True
@@ -63,6 +65,9 @@ class SecretFile:
 
 @dataclass(frozen=True)
 class SandboxSpec:
+    """One command to run in a sandbox: its overlay (layers, upper and work dirs), argv,
+    environment, user, network and mounts."""
+
     lowerdirs: tuple[str, ...]      # top first; may be empty (scratch)
     upperdir: str
     workdir: str
@@ -81,6 +86,8 @@ class SandboxSpec:
 
 @dataclass(frozen=True)
 class SandboxResult:
+    """How a sandboxed command ended: its exit code and how long it ran (seconds)."""
+
     exit_code: int
     duration: float
 
