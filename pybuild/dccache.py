@@ -28,37 +28,18 @@ def cache_dir() -> str:
                         f"pybuild-dataclasses.{sys.implementation.cache_tag}")
 
 
-class _DeferredInspect(type(sys)):
-    """What `dataclasses` gets for its `import inspect` (see `_import_dataclasses`): the
-    real module is imported at the first attribute asked of this one, which then hands
-    it to `dataclasses` in its place."""
-
-    def __getattr__(self, name: str):
-        import importlib
-
-        real = importlib.import_module("inspect")
-        dataclasses = sys.modules.get("dataclasses")
-        if getattr(dataclasses, "inspect", None) is self:
-            dataclasses.inspect = real
-        return getattr(real, name)
-
-
 def _import_dataclasses() -> None:
     """Import `dataclasses` without `inspect` (with ast, dis, tokenize: ~6 ms of start-up).
     On 3.11 `dataclasses` uses `inspect` only to write a docstring for a class that has
-    none (`inspect.signature(cls)`), yet imports it first thing; so the placeholder above
-    stands in `sys.modules` while `dataclasses` is imported, and is gone before anything
-    else can import `inspect`. A command whose dataclasses all have docstrings never
-    imports it (tests/test_cli_startup.py); one that needs it gets the same module."""
-    if sys.version_info[:2] != (3, 11) or "dataclasses" in sys.modules \
-            or "inspect" in sys.modules:
+    none (`inspect.signature(cls)`), yet imports it first thing; so it gets a stand-in
+    (pybuild/deferredimport.py) that imports the real module at its first use. A command
+    whose dataclasses all have docstrings never imports it (tests/test_cli_startup.py,
+    tests/test_dataclass_docstrings.py); one that needs it gets the same module."""
+    if sys.version_info[:2] != (3, 11):
         return
-    placeholder = sys.modules["inspect"] = _DeferredInspect("inspect")
-    try:
-        import dataclasses  # noqa: F401
-    finally:
-        if sys.modules.get("inspect") is placeholder:
-            del sys.modules["inspect"]
+    from pybuild.deferredimport import import_with
+
+    import_with("dataclasses", deferred=("inspect",))
 
 
 def install(path=None) -> bool:

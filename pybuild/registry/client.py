@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable, Iterable, Iterator, Mapping, Union
 
-from pybuild.registry.httpxlib import httpx  # without its CLI and trio
+from pybuild.registry.httpxlib import httpx, tls_context  # httpx without its CLI and trio
 
 from pybuild.registry.auth import Challenge, Credentials, load_credentials, \
     parse_www_authenticate
@@ -74,8 +74,8 @@ class RegistryClient:
         self._plain_http: httpx.Client | None = None
 
     def _make_http(self, verify: bool) -> httpx.Client:
-        return httpx.Client(timeout=self._timeout, verify=verify, follow_redirects=True,
-                            headers={"User-Agent": USER_AGENT},
+        return httpx.Client(timeout=self._timeout, verify=tls_context() if verify else False,
+                            follow_redirects=True, headers={"User-Agent": USER_AGENT},
                             limits=httpx.Limits(max_connections=16, max_keepalive_connections=8))
 
     def close(self) -> None:
