@@ -117,7 +117,6 @@ def build(context: str = ".", dockerfile: str | None = None, *,
     `pybuild.cachetransfer.CacheSpec`s or `--cache-to`/`--cache-from` strings
     ("type=registry,ref=R,mode=max", "type=local,src=DIR", "type=inline", a bare ref).
     See docs/cache.md."""
-    from frontends.dockerfile.compile import compile_dockerfile
     from pybuild.assemble import image_config_file
     from pybuild.context import BuildContext
     from pybuild.solver import Solver
@@ -156,18 +155,35 @@ def build(context: str = ".", dockerfile: str | None = None, *,
         raise PybuildError("rewrite-timestamp=true needs SOURCE_DATE_EPOCH (set the environment "
                            "variable or --build-arg SOURCE_DATE_EPOCH=...)")
     # the whole-build memo (pybuild/buildmemo.py) of a build into the local store only
-    from pybuild.buildmemo import Recorder
+    from pybuild.buildmemo import BuildPlan, Recorder
     memo = Recorder.start(store.path, context, path, dockerfile_text, build_args, target,
                           network, eligible=not (specs or push or no_cache or pull or explain
                                                  or secrets or ssh or no_cache_filter
                                                  or cache_to or cache_from))
-    checked = _build_checks(context, path, dockerfile_text, filename, build_args, target, store)
+    # the plan an earlier build of this request left (only the context changed since):
+    # no checks, no compile, no frontend imported
+    plan = memo.plan(store) if memo else None
+    no_cache_ops: frozenset[str] = frozenset()
+    recheck = None
+    if plan is None:
+        from frontends.dockerfile.compile import compile_dockerfile
 
-    resolver = StoreResolver(store, pull, insecure_registries)
-    compiled = compile_dockerfile(dockerfile_text,
-                                  resolver=memo.resolver(resolver) if memo else resolver,
-                                  filename=filename, build_args=dict(build_args or {}),
-                                  target=target, network=network)
+        def checks() -> tuple:
+            return _build_checks(context, path, dockerfile_text, filename, build_args, target,
+                                 store, memo.checks_resolver if memo else None)
+
+        checked = checks()
+        resolver = StoreResolver(store, pull, insecure_registries)
+        compiled = compile_dockerfile(dockerfile_text,
+                                      resolver=memo.resolver(resolver) if memo else resolver,
+                                      filename=filename, build_args=dict(build_args or {}),
+                                      target=target, network=network)
+        plan = BuildPlan(compiled.target, _warning_lines(compiled.warnings, checked),
+                         compiled.unused_build_args)
+        no_cache_ops = _no_cache_ops(compiled, no_cache_filter)
+
+        def recheck() -> tuple:  # after a pull: what the checks say with the base known
+            return _warning_lines(compiled.warnings, checks())
     ignore_file = find_ignore_file(context, path)
     patterns: list[str] = []
     if ignore_file:
@@ -179,7 +195,6 @@ def build(context: str = ".", dockerfile: str | None = None, *,
         os.path.join(store.path, "contexts"), context))
     if memo:
         memo.watch_context(ctx)
-    no_cache_ops = _no_cache_ops(compiled, no_cache_filter)
     scope = f"{os.path.abspath(path) if path else '-'}|{target or ''}"
 
     # held shared until the image is tagged: a `prune` waits for running builds, so it
@@ -194,13 +209,13 @@ def build(context: str = ".", dockerfile: str | None = None, *,
         solver = Solver(solver_root, {"context": ctx}, sink, no_cache=no_cache, jobs=jobs,
                         no_cache_ops=no_cache_ops, scope=scope, explain=explain,
                         secrets=secret_values, ssh=ssh_sources, imported=caches.imported)
-        solver.solve(compiled.target.root)
+        solver.solve(plan.target.root)
         base_image = None
-        if compiled.target.base is not None:
-            base_image = store.images.get(compiled.target.base.manifest_digest)
+        if plan.target.base is not None:
+            base_image = store.images.get(plan.target.base.manifest_digest)
         sde = _source_date_epoch(build_args)
-        config_file, layers = image_config_file(compiled.target, solver.states, base_image, sde)
-        config_file = caches.image_config(config_file, compiled.target, solver.states, layers)
+        config_file, layers = image_config_file(plan.target, solver.states, base_image, sde)
+        config_file = caches.image_config(config_file, plan.target, solver.states, layers)
         image = store.images.commit(config_file, layers)
         normalized = []
         for t in tags:
@@ -213,17 +228,15 @@ def build(context: str = ".", dockerfile: str | None = None, *,
         image = exports.primary(specs)  # an image output's own manifest, when it has one
         if push:  # `--push`: every -t name goes to its registry
             written += [_push_image(store, image, t, insecure_registries) for t in tags]
-        caches.export(compiled.target, solver.states, lambda text: sink_info(sink, text))
-        warnings = _warning_lines(compiled.warnings, checked)
+        caches.export(plan.target, solver.states, lambda text: sink_info(sink, text))
+        warnings = plan.warnings
         for w in warnings:
             sink_info(sink, f"WARNING: {w}")
-        if compiled.unused_build_args:
+        if plan.unused_build_args:
             sink_info(sink, "[Warning] One or more build-args "
-                      f"[{' '.join(compiled.unused_build_args)}] were not consumed")
+                      f"[{' '.join(plan.unused_build_args)}] were not consumed")
         if memo:  # a base pulled by this build was unknown to its checks: ask them again
-            memo.save(store, compiled, image, tags, solver.steps, warnings,
-                      lambda: _warning_lines(compiled.warnings, _build_checks(
-                          context, path, dockerfile_text, filename, build_args, target, store)))
+            memo.save(store, plan, image, tags, solver.steps, recheck)
     finally:
         held.close()
         caches.close()
@@ -256,12 +269,14 @@ class _NoCaches:
         pass
 
 
-def _build_checks(context, path, text, filename, build_args, target, store) -> tuple:
+def _build_checks(context, path, text, filename, build_args, target, store,
+                  wrap_resolver=None) -> tuple:
     """Build checks of a build (only the stages the target needs). `check=error=true`
     fails the build here, before anything runs; a broken Dockerfile is left to the
-    compiler, which says what is wrong with it."""
+    compiler, which says what is wrong with it. `wrap_resolver`: see `_run_checks`."""
     result = _run_checks(context, path, text, filename=filename, build_args=build_args,
-                         target=target, all_stages=False, store=store)
+                         target=target, all_stages=False, store=store,
+                         wrap_resolver=wrap_resolver)
     violation = result.violation(filename, _lines(text))
     if violation is not None and result.error is None:
         raise violation
@@ -305,16 +320,20 @@ def check(context: str = ".", dockerfile: str | None = None, *,
 
 def _run_checks(context: str, dockerfile_path: str | None, text: str, *, filename: str,
                 build_args: Mapping[str, str] | None, target: str | None, all_stages: bool,
-                store: StoreRoot | None):
-    """The checker with this context's ignore file and the store's base image configs."""
+                store: StoreRoot | None, wrap_resolver=None):
+    """The checker with this context's ignore file and the store's base image configs
+    (looked up through `wrap_resolver(resolver)` when given: the memo records them)."""
     from frontends.dockerfile.checks import run_checks
     from frontends.dockerfile.compile import _host_platform
     from frontends.dockerfile.dockerignore import load_dockerignore
     from pybuild.buildcheck import LocalImageResolver, ignore_checker
 
+    resolver = LocalImageResolver(store) if store is not None else None
+    if resolver is not None and wrap_resolver is not None:
+        resolver = wrap_resolver(resolver)
     return run_checks(text, build_args=build_args, target=target, all_stages=all_stages,
                       is_ignored=ignore_checker(load_dockerignore(context, dockerfile_path)),
-                      resolver=LocalImageResolver(store) if store is not None else None,
+                      resolver=resolver,
                       build_platform=_host_platform(), filename=filename)
 
 

@@ -26,6 +26,14 @@ sources, --check, --explain, a Dockerfile from stdin.
 Entries changed less than RACY_NS before they were recorded are "racy" (a later change
 within the same timestamp tick would look unchanged, git's racy-clean problem): they
 are always re-hashed or re-listed.
+
+Beside each memo lies its plan (`<key>.plan`): what the frontend made of the request
+(the build graph, the warnings to show) and every image lookup that answer depended on.
+When only the context changed, the memo misses but the plan still holds:
+`Recorder.plan()` hands it to the build, which then skips checking and compiling the
+Dockerfile, and the import of the whole frontend (lark included): ~33 ms of a 150 ms
+edit-and-rebuild. It is kept with pickle, like the memo with marshal: the store is the
+user's own, written by this code; a plan that does not load is a miss.
 """
 from __future__ import annotations
 
@@ -37,11 +45,13 @@ import time
 
 MEMO_VERSION = 4
 MEMO_DIR = "memo"
+PLAN_SUFFIX = ".plan"
 RACY_NS = 2_000_000_000
 # a context with more directories than this is not memoized: checking them all on every
 # build would cost more than it saves (and recording them slows the normal build)
 MAX_DIRS = 20_000
-# set to 1 to never serve a build from the memo (debugging, benchmarks of the full path)
+# set to 1 to never serve a build from the memo, nor take a plan from it (debugging,
+# benchmarks of the full path, the tests' oracle); memos are still written
 DISABLE_ENV = "PYBUILD_NO_BUILD_MEMO"
 
 _PACKAGES = ("pybuild", "frontends", "cache")
@@ -250,13 +260,18 @@ def load(store_path: str, key: str) -> dict | None:
 
 
 def _write(store_path: str, key: str, memo: dict) -> None:
-    d = os.path.join(store_path, MEMO_DIR)
+    _write_file(memo_path(store_path, key), marshal.dumps(memo))
+
+
+def _write_file(path: str, data: bytes) -> None:
+    """Whole or not at all (a reader never sees half a file); an error writes nothing."""
+    d, name = os.path.split(path)
     os.makedirs(d, exist_ok=True)
-    tmp = os.path.join(d, f".{key}.{os.getpid()}.tmp")
+    tmp = os.path.join(d, f".{name}.{os.getpid()}.tmp")
     try:
         with open(tmp, "wb") as f:
-            marshal.dump(memo, f)
-        os.replace(tmp, memo_path(store_path, key))
+            f.write(data)
+        os.replace(tmp, path)
     except OSError:
         try:
             os.unlink(tmp)
@@ -401,6 +416,19 @@ def _replay(memo: dict, progress: str, started: float) -> None:
 # --------------------------------------------------------------------------- recording
 
 
+class BuildPlan:
+    """What the frontend made of a build request: the graph of the image to build, the
+    warning lines to show, the build args nothing used. (A plain class, not a dataclass:
+    this module is imported by the CLI's fast path, before dataclasses are.)"""
+
+    __slots__ = ("target", "warnings", "unused_build_args")
+
+    def __init__(self, target, warnings: tuple, unused_build_args: tuple):
+        self.target = target
+        self.warnings = tuple(warnings)
+        self.unused_build_args = tuple(unused_build_args)
+
+
 class Recorder:
     """Collects what a build depends on, and writes its memo when it succeeded."""
 
@@ -408,7 +436,8 @@ class Recorder:
         self.store_path = store_path
         self.key = key
         self.request = request  # the arguments of request_key, to see them unchanged
-        self.bases: list = []  # (ref, manifest digest, was it in the store already)
+        self.bases: list = []  # (ref, platform, manifest digest, was it in the store already)
+        self.checked: list = []  # (ref, manifest digest or None): the checks' last lookups
         self.events: list = []
         self.dirs: list | None = None
         self.ctx = None
@@ -438,10 +467,58 @@ class Recorder:
                 except Exception:  # a bad reference: resolve() says what is wrong
                     local = False
                 resolved = inner.resolve(ref, platform)
-                recorder.bases.append((ref, resolved.manifest_digest, local))
+                recorder.bases.append((ref, platform, resolved.manifest_digest, local))
                 return resolved
 
         return _Logged()
+
+    def checks_resolver(self, inner):
+        """Wraps the checks' image resolver (`pybuild.buildcheck.LocalImageResolver`) to
+        learn what their warnings depended on; a new run of the checks starts over."""
+        found = self.checked = []
+
+        class _Logged:
+            def resolve(self, ref, platform=None):
+                try:
+                    resolved = inner.resolve(ref, platform)
+                except Exception:
+                    found.append((ref, None))
+                    raise
+                found.append((ref, resolved.manifest_digest))
+                return resolved
+
+        return _Logged()
+
+    def plan(self, store) -> BuildPlan | None:
+        """The plan an earlier build with this request key left, if every image lookup it
+        depended on answers the same now (see the module doc); else None."""
+        import pickle
+
+        if os.environ.get(DISABLE_ENV):
+            return None
+        try:
+            with open(memo_path(self.store_path, self.key) + PLAN_SUFFIX, "rb") as f:
+                plan, bases, checked = pickle.loads(f.read())
+        except Exception:  # absent, or unreadable in any way: compile as usual
+            return None
+        from pybuild.image.types import Platform
+        from pybuild.registry.resolve import lookup_local
+
+        try:
+            for ref, platform, digest, _ in bases:  # as StoreResolver looks (never --pull)
+                want = Platform.parse(platform) if platform else Platform.host()
+                image = lookup_local(store, ref, want)
+                if image is None or image.manifest_digest != digest:
+                    return None
+            for ref, digest in checked:  # as LocalImageResolver looks
+                image = store.images.lookup(ref)
+                if (image.manifest_digest if image is not None else None) != digest:
+                    return None
+        except Exception:  # a reference that no longer parses, a store in a bad state
+            return None
+        self.bases = [(ref, platform, digest, True) for ref, platform, digest, _ in bases]
+        self.checked = list(checked)
+        return plan
 
     def sink(self, inner):
         events = self.events
@@ -468,17 +545,17 @@ class Recorder:
         except (OSError, _TooBig):
             self.ok = False
 
-    def save(self, store, compiled, image, tags, steps=(), warnings=(), recheck=None) -> bool:
+    def save(self, store, plan: BuildPlan, image, tags, steps=(), recheck=None) -> bool:
         """Write the memo of a successful build; False when it cannot be memoized (never
         an error: the build itself succeeded)."""
         from pybuild.errors import PybuildError
 
         try:
-            return self._save(store, compiled, image, tags, steps, warnings, recheck)
+            return self._save(store, plan, image, tags, steps, recheck)
         except (PybuildError, OSError, ValueError):
             return False
 
-    def _save(self, store, compiled, image, tags, steps, warnings, recheck) -> bool:
+    def _save(self, store, plan, image, tags, steps, recheck) -> bool:
         from pybuild import graph
         from pybuild.image.store import IMAGE_RECORD, InvalidReference, parse_ref
         from pybuild.solver import STEP_RECORD
@@ -487,18 +564,18 @@ class Recorder:
             return False
         if request_key(*self.request) != self.key:
             return False  # the Dockerfile or an ignore file changed while we built
-        for op in compiled.target.root.walk():
+        for op in plan.target.root.walk():
             if isinstance(op, (graph.HttpSource, graph.GitSource)):
                 return False
         index = store.index
         probes, blobs = [], [image.manifest_digest, image.config_digest]
         blobs += [layer.digest for layer in image.layers]
-        if not all(was_local for _, _, was_local in self.bases):
+        if not all(was_local for _, _, _, was_local in self.bases):
             # pulled during this build, after its checks ran without the base's config:
             # memoize only if the checks say the same now (what the next build would show)
-            if recheck is None or tuple(recheck()) != tuple(warnings):
+            if recheck is None or tuple(recheck()) != plan.warnings:
                 return False
-        for ref, digest, _ in self.bases:
+        for ref, _, digest, _ in self.bases:
             try:
                 parsed = parse_ref(ref)
             except InvalidReference:
@@ -539,7 +616,18 @@ class Recorder:
         if old is not None and old.get("image") == image.manifest_digest:
             memo["tags"] = {**old["tags"], **names}  # tag names seen by earlier builds
         _write(self.store_path, self.key, memo)
+        self._write_plan(plan)
         return True
+
+    def _write_plan(self, plan: BuildPlan) -> None:
+        import pickle
+
+        try:
+            data = pickle.dumps((plan, self.bases, self.checked),
+                                protocol=pickle.HIGHEST_PROTOCOL)
+        except Exception:  # something in the graph that does not pickle: no plan
+            return
+        _write_file(memo_path(self.store_path, self.key) + PLAN_SUFFIX, data)
 
 
 def forget(store_path: str) -> None:

@@ -174,3 +174,23 @@ def test_build_does_not_import_the_cache_exchange(fresh_cli, tmp_path):
     assert "lark" in mods  # the instruction-line grammar (frontends/dockerfile/parser.py)
     for unused in ("pybuild.cachetransfer", "cache.exchange", "platform"):
         assert unused not in mods, unused
+
+
+def test_an_edit_rebuild_imports_no_frontend(fresh_cli, tmp_path):
+    """Only the context changed: the build takes the plan its last build left
+    (pybuild/buildmemo.py), so neither the Dockerfile frontend nor lark (nor `inspect`,
+    which lark imports) is loaded."""
+    ctx = tmp_path / "ctx"
+    ctx.mkdir()
+    (ctx / "Dockerfile").write_text("FROM busybox:local\nCOPY f /f\nRUN cat /f > /g\n")
+    (ctx / "f").write_text("one\n")
+    argv = ["build", "--progress=plain", "-t", "t:1", str(ctx)]
+    first = _modules_after(argv, str(fresh_cli.root))
+    assert "frontends.dockerfile.compile" in first
+    (ctx / "f").write_text("two\n")
+    mods = _modules_after(argv, str(fresh_cli.root))
+    assert "pybuild.solver" in mods  # it did build
+    for unused in ("frontends.dockerfile.compile", "frontends.dockerfile.checks", "lark",
+                   "inspect"):
+        assert unused not in mods, unused
+    assert fresh_cli("run", "--rm", "t:1", "cat", "/g").stdout == "two\n"

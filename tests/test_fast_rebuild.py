@@ -280,6 +280,83 @@ def test_rebuild_after_a_cold_build_that_pulled_its_base_is_served(tmp_path, bas
         reg.stop()
 
 
+def _counting(monkeypatch, module: str, name: str) -> list:
+    """Count the calls of `module.name` (which keeps working)."""
+    import importlib
+
+    mod = importlib.import_module(module)
+    real, calls = getattr(mod, name), []
+
+    def counted(*a, **kw):
+        calls.append(1)
+        return real(*a, **kw)
+
+    monkeypatch.setattr(mod, name, counted)
+    return calls
+
+
+def _edit_and_build(ctx: Path, cli: Cli, text: str):
+    from pybuild import api
+
+    (ctx / "app" / "a.txt").write_text(text)
+    return api.build(str(ctx), tags=[f"memo-{ctx.name}:1"], progress="quiet",
+                     root=str(cli.root))
+
+
+@needs_root
+def test_edit_rebuild_takes_the_plan_and_gives_the_full_builds_image(
+        tmp_path, base_rootfs, monkeypatch):
+    """Only the context changed: the build takes the plan the last build left (no checks,
+    no compile) and shows the same warnings, and its image is the one the full build gives
+    (the oracle: the same edit built with plans off)."""
+    cli, ctx = built_once(tmp_path, base_rootfs)
+    text = (ctx / "Dockerfile").read_text().replace("FROM memo-base:1", "FROM memo-base:1 as b")
+    (ctx / "Dockerfile").write_text(text)  # FromAsCasing: a warning the plan must keep
+    build(cli, ctx)  # the new request's memo and plan
+    compiles = _counting(monkeypatch, "frontends.dockerfile.compile", "compile_dockerfile")
+    checks = _counting(monkeypatch, "frontends.dockerfile.checks", "run_checks")
+    planned = _edit_and_build(ctx, cli, "edited once\n")
+    assert (compiles, checks) == ([], [])
+    assert any("FromAsCasing" in w or "casing" in w for w in planned.warnings), planned.warnings
+    assert planned.run_steps > 0
+    monkeypatch.setenv("PYBUILD_NO_BUILD_MEMO", "1")
+    full = _edit_and_build(ctx, cli, "edited once\n")
+    assert len(compiles) == 1 and len(checks) == 1
+    assert full.manifest_digest == planned.manifest_digest
+    assert full.warnings == planned.warnings
+
+
+@needs_root
+def test_a_plan_is_not_taken_when_an_image_it_looked_up_moved(tmp_path, base_rootfs,
+                                                              monkeypatch):
+    cli, ctx = built_once(tmp_path, base_rootfs)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "Dockerfile").write_text("FROM busybox:local\nRUN echo other > /other\n")
+    cli("build", "-q", "-t", "memo-other:1", str(other))
+    cli("tag", "memo-other:1", "memo-base:1")  # the FROM name now gives another image
+    compiles = _counting(monkeypatch, "frontends.dockerfile.compile", "compile_dockerfile")
+    rebuilt = _edit_and_build(ctx, cli, "edited\n")
+    assert len(compiles) == 1
+    files = cli("run", "--rm", f"memo-{ctx.name}:1", "cat", "/other").stdout
+    assert files == "other\n"
+    assert rebuilt.manifest_digest
+
+
+@needs_root
+def test_an_unreadable_plan_is_a_miss(tmp_path, base_rootfs, monkeypatch):
+    from pybuild.buildmemo import MEMO_DIR, PLAN_SUFFIX
+
+    cli, ctx = built_once(tmp_path, base_rootfs)
+    plans = list((Path(cli.root) / MEMO_DIR).glob("*" + PLAN_SUFFIX))
+    assert plans
+    for p in plans:
+        p.write_bytes(b"not a pickle")
+    compiles = _counting(monkeypatch, "frontends.dockerfile.compile", "compile_dockerfile")
+    _edit_and_build(ctx, cli, "edited\n")
+    assert len(compiles) == 1
+
+
 def test_checksum_records_are_encoded_as_json_dumps_would():
     """pybuild.context's record encoder is a fast json.dumps: COPY cache keys are digests
     of its output, so a different byte would miss every cache made before."""
