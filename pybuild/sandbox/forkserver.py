@@ -88,10 +88,11 @@ class HelperProcess:
 
 class _Server:
     def __init__(self):
-        import socket
+        # the C module alone, as the helper's end does: `socket` builds its enums when
+        # imported (~3 ms, in a thread that shares the GIL with the build's start)
+        import _socket
 
-        self._socket = socket
-        mine, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+        mine, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
         from pybuild.sandbox.namespaces import HELPER
         try:
             self.proc = subprocess.Popen(
@@ -104,8 +105,13 @@ class _Server:
         self._send_lock = threading.Lock()
 
     def send(self, msg: bytes, fds: list[int]) -> None:
+        import _socket
+        from array import array
+
+        # what socket.send_fds sends: the fds as one SCM_RIGHTS message beside msg
+        rights = [(_socket.SOL_SOCKET, _socket.SCM_RIGHTS, array("i", fds))]
         with self._send_lock:
-            self._socket.send_fds(self.sock, [msg], fds)
+            self.sock.sendmsg([msg], rights)
 
     def alive(self) -> bool:
         return self.proc.poll() is None
