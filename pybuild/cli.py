@@ -250,6 +250,9 @@ def cmd_build(a) -> int:
     if buildmemo.serve(a, _build_args(a.build_arg)):
         return 0
     _compile_cache()
+    if not a.check:  # the sandbox's fork server starts while the build imports and plans
+        from pybuild.sandbox.forkserver import prestart
+        prestart()
     from pybuild import api
 
     text = None

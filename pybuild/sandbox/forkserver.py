@@ -31,6 +31,7 @@ import sys
 import threading
 
 from pybuild.errors import SandboxError
+from pybuild.sandbox.namespaces import HELPER
 
 _lock = threading.Lock()
 _server: "_Server | None" = None
@@ -93,7 +94,6 @@ class _Server:
         import _socket
 
         mine, theirs = _socket.socketpair(_socket.AF_UNIX, _socket.SOCK_SEQPACKET)
-        from pybuild.sandbox.namespaces import HELPER
         try:
             self.proc = subprocess.Popen(
                 [sys.executable, "-I", "-S", HELPER, "serve", str(theirs.fileno())],
@@ -136,6 +136,11 @@ def prestart() -> None:
     """Start the server in the background now (its interpreter start-up then overlaps
     whatever the build does before its first sandbox)."""
     if _server is None and not _disabled:
+        # everything the starting thread needs is imported here, by the caller: a module
+        # half-imported by that thread would be seen as it is by the caller's own imports
+        # (dataclasses reads sys.modules["typing"] without importing it, for one)
+        import _socket  # noqa: F401
+        from array import array  # noqa: F401
         threading.Thread(target=_get_server, name="forkserver-start", daemon=True).start()
 
 
@@ -162,7 +167,6 @@ def spawn_helper(mode: str, spec_r: int, status_w: int, *, stdin: int, stdout: i
                 raise SandboxError("the sandbox fork server could not start a helper")
             proc.pid = pid
             return proc
-    from pybuild.sandbox.namespaces import HELPER
     return subprocess.Popen(
         [sys.executable, "-I", "-S", HELPER, mode, str(spec_r), str(status_w)],
         pass_fds=(spec_r, status_w), stdin=stdin, stdout=stdout, stderr=stderr,
