@@ -249,3 +249,28 @@ def test_copy_into_a_mounted_overlay_keeps_every_attribute(tmp_path, base_rootfs
     assert stat.S_IMODE(st.st_mode) == 0o4755 and (st.st_uid, st.st_gid) == (0, 0)
     assert st.st_mtime_ns == 1_234_567_890_123
     assert os.getxattr(os.path.join(upper, "d", "tool"), "user.origin") == b"ctx"
+
+
+def test_starting_the_server_in_the_background_imports_nothing():
+    """prestart() runs while the build imports its modules: a module the starting thread
+    imported could be seen half-done by them (dataclasses reads sys.modules["typing"]
+    without importing it), so that thread imports nothing; prestart imports for it."""
+    code = ("import sys, threading\n"
+            "from pybuild.sandbox import forkserver\n"
+            "real, seen, done = forkserver._get_server, [], threading.Event()\n"
+            "def starting():\n"
+            "    before = set(sys.modules)\n"
+            "    try:\n"
+            "        return real()\n"
+            "    finally:\n"
+            "        seen.append(sorted(set(sys.modules) - before))\n"
+            "        done.set()\n"
+            "forkserver._get_server = starting\n"
+            "forkserver.prestart()\n"
+            "assert done.wait(30)\n"
+            "assert forkserver._server is not None and forkserver._server.alive()\n"
+            "print(seen)\n")
+    env = dict(os.environ, PYTHONPATH=REPO)
+    out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
+                         capture_output=True, text=True).stdout
+    assert out.strip() == "[[]]"
