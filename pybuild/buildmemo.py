@@ -37,11 +37,12 @@ user's own, written by this code; a plan that does not load is a miss.
 """
 from __future__ import annotations
 
-import hashlib
 import marshal
 import os
 import sys
 import time
+
+from cache.digest import digest_bytes
 
 MEMO_VERSION = 4
 MEMO_DIR = "memo"
@@ -80,7 +81,7 @@ def request_key(context: str, dockerfile_path: str | None, text: str,
     value = (MEMO_VERSION, sys.version, context, dockerfile_path, text, tuple(ignores),
              tuple(sorted((build_args or {}).items())), target or "", network,
              os.environ.get("SOURCE_DATE_EPOCH"), _signature_of_this_process())
-    return hashlib.sha256(repr(value).encode("utf-8", "surrogateescape")).hexdigest()
+    return _hex_digest(repr(value))
 
 
 _SIGNATURE: list = []
@@ -113,7 +114,11 @@ def _code_signature() -> str:
         except OSError:  # gone, or unreadable: signed as absent (the build still runs)
             continue
     out.sort()
-    return hashlib.sha256(repr(out).encode("utf-8", "surrogateescape")).hexdigest()
+    return _hex_digest(repr(out))
+
+
+def _hex_digest(text: str) -> str:
+    return digest_bytes(text.encode("utf-8", "surrogateescape")).partition(":")[2]
 
 
 def memo_path(store_path: str, key: str) -> str:
@@ -138,7 +143,7 @@ def _listing(path: str) -> str:
             else:
                 items.append(e.name + "\0o")
     items.sort()
-    return hashlib.sha256(repr(items).encode("utf-8", "surrogateescape")).hexdigest()
+    return _hex_digest(repr(items))
 
 
 def _racy(st: os.stat_result, now_ns: int) -> bool:

@@ -17,7 +17,6 @@ unchanged -- git's "racy clean" problem).
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import tempfile
@@ -26,7 +25,7 @@ import time
 from dataclasses import dataclass
 from typing import Sequence
 
-from cache.digest import CHUNK, entry_body
+from cache.digest import digest_bytes, digest_stream, entry_body
 from pybuild.errors import ContextError
 from pybuild.fileops import (ENTER, LEAF, FileOpError, IgnoreView, SourceMatch,
                              resolve_sources, walk_selection)
@@ -106,8 +105,8 @@ class BuildContext:
     def stat_cache_for(cache_dir: str, root: str) -> str:
         """A stat cache file name for the context at `root`, inside `cache_dir` (keep it
         out of the context itself: writing it would change the context)."""
-        key = hashlib.sha256(os.path.abspath(root).encode("utf-8", "surrogateescape"))
-        return os.path.join(cache_dir, f"context-{key.hexdigest()[:32]}.json")
+        key = digest_bytes(os.path.abspath(root).encode("utf-8", "surrogateescape"))
+        return os.path.join(cache_dir, f"context-{key[7:39]}.json")
 
     # ----------------------------------------------------------------- ignore
 
@@ -162,14 +161,14 @@ class BuildContext:
         """
         view = self.view()
         ex = self._excludes(excludes)
-        h = hashlib.sha256()
+        lines: list[bytes] = []  # hashed at once: one call, small or large (cache/digest.py)
 
         def record(*fields: object) -> None:
             line = _encode_record(fields).encode() + b"\n"
-            h.update(line)
+            lines.append(line)
             if entries is not None and fields[0] in ("dir", "file"):
                 rel = _join(where[0], str(fields[1])) or "."
-                entries[rel] = hashlib.sha256(line).hexdigest()
+                entries[rel] = digest_bytes(line)[7:]
 
         where = [""]  # the current match's context path, for `entries`
 
@@ -202,7 +201,7 @@ class BuildContext:
                                    f"{e.strerror}") from None
             finally:
                 self._save_cache()
-        return "sha256:" + h.hexdigest()
+        return digest_bytes(b"".join(lines))
 
     def checksum_copy(self, action: Copy) -> str:
         """checksum() with a Copy action's own selection options."""
@@ -253,15 +252,12 @@ class BuildContext:
         if hit is not None and hit[:4] == key:
             self.stats.cached_files += 1
             return hit[4]
-        h = hashlib.sha256()
         try:
             with open(host, "rb", buffering=0) as f:
-                while chunk := f.read(CHUNK):
-                    h.update(chunk)
+                digest, _ = digest_stream(f)
                 after = os.fstat(f.fileno())
         except OSError as e:
             raise ContextError(f"failed to read /{rel}: {e.strerror}") from None
-        digest = "sha256:" + h.hexdigest()
         self.stats.hashed_files += 1
         unchanged = [after.st_size, after.st_mtime_ns, after.st_ino, after.st_ctime_ns] == key
         settled = time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > self.racy_window_ns

@@ -1,5 +1,6 @@
-"""cache/digest.py: small values are hashed with CPython's own SHA-256 while hashlib is not
-loaded (a docker-format `save` then never loads OpenSSL); the digests must be hashlib's."""
+"""cache/digest.py: small values, streams and written layers are hashed with CPython's own
+SHA-256 while hashlib is not loaded (a docker-format `save`, an edit-and-rebuild with small
+layers then never load OpenSSL); the digests must be hashlib's."""
 from __future__ import annotations
 
 import hashlib
@@ -12,10 +13,19 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 
 PROBE = r'''
-import json, sys
-from cache.digest import digest_bytes
+import io, json, sys
+from cache.digest import DigestWriter, digest_bytes, digest_stream
 sizes = json.loads(sys.argv[1])
-out = [digest_bytes(bytes(i % 251 for i in range(n))) for n in sizes]
+out = []
+for n in sizes:
+    data = bytes(i % 251 for i in range(n))
+    w = DigestWriter(io.BytesIO())
+    for i in range(0, n, 7000):  # pieces, as a tar writer writes
+        w.write(memoryview(data)[i:i + 7000])
+    stream = digest_stream(io.BytesIO(data))
+    assert w.size == stream[1] == n
+    assert digest_bytes(data) == w.digest == stream[0], n
+    out.append(w.digest)
 print(json.dumps({"digests": out, "hashlib": "hashlib" in sys.modules}))
 '''
 
