@@ -16,7 +16,6 @@ from __future__ import annotations
 import os
 import threading
 import time
-from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, fields
 from typing import Any, Mapping
 
@@ -25,6 +24,7 @@ from pybuild import graph
 from pybuild.assemble import created_timestamp
 from pybuild.errors import BuildCancelled, PybuildError, StepFailed
 from pybuild.progress import ProgressEvent, ProgressSink, null_sink
+from pybuild.workers import Workers
 
 STEP_RECORD = "step"
 OUTPUT_TAIL_LINES = 20
@@ -92,29 +92,29 @@ class Solver:
         pending = {op.digest: op for op in ops if op.digest not in self.states}
         deps = {d: {i.digest for i in op.inputs if not isinstance(i, graph.LocalSource)}
                 for d, op in pending.items()}
-        running: dict[Future, str] = {}
+        running: set[str] = set()
         error: BaseException | None = None
         if any(isinstance(op, (graph.Exec, graph.FileOp)) for op in pending.values()):
             from pybuild.sandbox.forkserver import prestart
             prestart()  # warm by the first step that misses the cache (sandbox/forkserver.py)
-        pool = ThreadPoolExecutor(max_workers=self.jobs, thread_name_prefix="solve")
+        workers = Workers(self.jobs, name="solve")
         try:
             while pending or running:
-                if error is None:
+                if error is None:  # ready ops, as many as there are free workers
                     for d in [d for d in pending if not (deps[d] - self.states.keys())]:
+                        if len(running) >= self.jobs:
+                            break
                         op = pending.pop(d)
-                        running[pool.submit(self._solve_one, op)] = d
+                        workers.submit(d, lambda op=op: self._solve_one(op))
+                        running.add(d)
                 if not running:
                     break
-                done, _ = wait(list(running), return_when=FIRST_COMPLETED)
-                for fut in done:
-                    running.pop(fut)
-                    try:
-                        fut.result()
-                    except BaseException as exc:  # first failure wins; the rest are cancelled
-                        if error is None or isinstance(error, BuildCancelled):
-                            error = exc
-                        self._cancelled.set()
+                d, exc = workers.finished()
+                running.discard(d)
+                if exc is not None:  # the first failure wins; the other steps are cancelled
+                    if error is None or isinstance(error, BuildCancelled):
+                        error = exc
+                    self._cancelled.set()
                 if error is not None:
                     pending.clear()
         except BaseException:
@@ -123,7 +123,7 @@ class Solver:
             self._cancelled.set()
             raise
         finally:
-            pool.shutdown(wait=True, cancel_futures=True)
+            workers.close()
         if error is not None:
             raise error
         return self.states[target.digest]

@@ -19,8 +19,11 @@ import os
 import struct
 import threading
 import zlib
-from concurrent.futures import Future, ThreadPoolExecutor
-from typing import BinaryIO
+
+TYPE_CHECKING = False  # typing's, without importing typing
+if TYPE_CHECKING:
+    from concurrent.futures import Future, ThreadPoolExecutor
+    from typing import BinaryIO
 
 try:  # optional: see pyproject.toml
     from isal import isal_zlib as _isal
@@ -49,6 +52,10 @@ def _shared_pool() -> ThreadPoolExecutor:
     global _pool
     with _pool_lock:
         if _pool is None:
+            # here, at the first stream of more than one block: concurrent.futures imports
+            # logging (~5.7 ms of start-up), which a build of small layers never needs
+            from concurrent.futures import ThreadPoolExecutor
+
             _pool = ThreadPoolExecutor(max_workers=max(1, os.cpu_count() or 1),
                                        thread_name_prefix="gzip")
         return _pool
@@ -92,7 +99,7 @@ class ParallelGzipWriter:
         self._out = out
         self._level = level
         self._block_size = block_size
-        self._pool = _shared_pool()
+        self._pool: ThreadPoolExecutor | None = None  # at the first full block
         self._buf = bytearray()
         self._prev_tail = b""
         self._pending: collections.deque[Future] = collections.deque()
@@ -127,6 +134,8 @@ class ParallelGzipWriter:
     def _submit(self, block: bytes) -> None:
         zdict = self._prev_tail
         self._prev_tail = block[-_WINDOW:]
+        if self._pool is None:
+            self._pool = _shared_pool()
         self._pending.append(self._pool.submit(_deflate_block, block, zdict, self._level))
         while len(self._pending) > self._max_pending:
             self._out.write(self._pending.popleft().result())
@@ -139,7 +148,10 @@ class ParallelGzipWriter:
             return
         self._closed = True
         try:
-            if self._buf:
+            if self._buf and not self._pending:  # nothing in flight (a small stream): no thread
+                self._out.write(_deflate_block(bytes(self._buf), self._prev_tail, self._level))
+                self._buf.clear()
+            elif self._buf:
                 self._submit(bytes(self._buf))
                 self._buf.clear()
             while self._pending:
