@@ -42,6 +42,7 @@ import os
 import sys
 import time
 
+from cache.atomicfile import write_atomically
 from cache.digest import digest_bytes
 
 MEMO_VERSION = 4
@@ -280,19 +281,13 @@ def _write(store_path: str, key: str, memo: dict) -> None:
 
 
 def _write_file(path: str, data: bytes) -> None:
-    """Whole or not at all (a reader never sees half a file); an error writes nothing."""
-    d, name = os.path.split(path)
-    os.makedirs(d, exist_ok=True)
-    tmp = os.path.join(d, f".{name}.{os.getpid()}.tmp")
+    """Whole or not at all (cache/atomicfile.py); an error writes nothing: a memo is
+    never needed for a build to succeed."""
     try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        write_atomically(path, data)
     except OSError:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
+        pass
 
 
 def validate(store_path: str, key: str, tags) -> dict | None:

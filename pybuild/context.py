@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 import threading
 import time
 from dataclasses import dataclass
 from typing import Sequence
 
+from cache.atomicfile import write_atomically
 from cache.digest import digest_bytes, digest_stream, entry_body
 from pybuild.errors import ContextError
 from pybuild.fileops import (ENTER, LEAF, FileOpError, IgnoreView, SourceMatch,
@@ -288,20 +288,11 @@ class BuildContext:
     def _save_cache(self) -> None:
         if not (self.stat_cache_path and self._dirty and self._cache is not None):
             return
-        directory = os.path.dirname(os.path.abspath(self.stat_cache_path))
-        os.makedirs(directory, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".statcache-", dir=directory)
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as f:
-                json.dump({"version": _CACHE_VERSION, "root": self.root,
-                           "entries": self._cache}, f, separators=(",", ":"))
-            os.replace(tmp, self.stat_cache_path)
-        except BaseException:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
-            raise
+        path = os.path.abspath(self.stat_cache_path)
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        data = json.dumps({"version": _CACHE_VERSION, "root": self.root,
+                           "entries": self._cache}, separators=(",", ":"))
+        write_atomically(path, data.encode("utf-8"), mode=0o600)
         self._dirty = False
 
 
