@@ -10,6 +10,7 @@ import contextlib
 import fcntl
 import os
 
+from cache.atomicfile import write_atomically
 from cache.digest import CHUNK, Digest, DigestWriter, check_digest, digest_bytes
 
 TYPE_CHECKING = False  # typing's, without importing typing (~3 ms of CLI start-up)
@@ -102,19 +103,11 @@ class BlobStore:
     def put_bytes(self, data: bytes) -> Digest:
         digest = digest_bytes(data)
         if not self.has(digest):
-            # the digest is known: the bytes go straight to a temp file and are adopted,
-            # with no second hashing pass and no tempfile module (a docker-format `save`,
-            # which stores one small manifest, then loads neither OpenSSL nor tempfile)
-            tmp = os.path.join(self.tmp_dir, f"blob-{os.getpid()}-{os.urandom(8).hex()}")
-            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
-            try:
-                with os.fdopen(fd, "wb") as f:
-                    f.write(data)
-                self._adopt(tmp, digest)
-            except BaseException:
-                with contextlib.suppress(FileNotFoundError):
-                    os.unlink(tmp)
-                raise
+            # the digest is known: the bytes go straight into place, with no second hashing
+            # pass and no tempfile module (a docker-format `save`, which stores one small
+            # manifest, then loads neither OpenSSL nor tempfile); the temp file is in
+            # tmp_dir, which clean_tmp() empties after a crash
+            write_atomically(self.path(digest), data, tmp_dir=self.tmp_dir)
         return digest
 
     def put_stream(self, stream: BinaryIO, expected: Digest | None = None) -> Digest:

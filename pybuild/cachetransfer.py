@@ -528,8 +528,8 @@ def _write_layout(root, spec: CacheSpec, manifest, layers: list, imported) -> st
     last, atomically, so a reader never sees it name a missing blob."""
     import json
     import shutil
-    import tempfile
 
+    from cache.atomicfile import write_atomically
     from pybuild.image import mediatypes as mt
     from pybuild.image.layout import INDEX_FILE, OCI_LAYOUT_FILE, blob_name, layout_file
     from pybuild.image.types import Descriptor, Index
@@ -562,11 +562,7 @@ def _write_layout(root, spec: CacheSpec, manifest, layers: list, imported) -> st
         **{mt.ANNOTATION_REF_NAME: spec.tag})
     for name, body in ((OCI_LAYOUT_FILE, layout_file()),
                        (INDEX_FILE, Index(tuple(entries + [entry])).to_json())):
-        fd, tmp = tempfile.mkstemp(dir=dest, prefix="." + name)
-        with os.fdopen(fd, "wb") as f:
-            f.write(body)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, os.path.join(dest, name))
+        write_atomically(os.path.join(dest, name), body)
     return dest
 
 

@@ -106,19 +106,15 @@ def install(path=None) -> bool:
             os.makedirs(path, exist_ok=True)
         except OSError:
             return
+        from cache.atomicfile import write_atomically
+
         for module in changed:
             codes = shards[module]
-            target = os.path.join(path, module + ".bin")
-            tmp = f"{target}.{os.getpid()}.tmp"
-            try:
-                with open(tmp, "wb") as f:
-                    f.write(marshal.dumps(codes if len(codes) <= _MAX_ENTRIES else {}))
-                os.replace(tmp, target)  # readers see the old file or the new one, never half
+            try:  # readers see the old file or the new one, never half
+                write_atomically(os.path.join(path, module + ".bin"),
+                                 marshal.dumps(codes if len(codes) <= _MAX_ENTRIES else {}))
             except OSError:
-                try:
-                    os.unlink(tmp)
-                except OSError:
-                    pass
+                pass
 
     atexit.register(_save)
     return True

@@ -109,7 +109,8 @@ def write_oci_layout_dir(store: ImageStore, images: list[tuple[StoredImage, list
     Blobs already there are kept; index.json is replaced last, atomically, so a reader
     never sees an index naming a blob that is not yet written."""
     import shutil
-    import tempfile
+
+    from cache.atomicfile import write_atomically
 
     blob_dir = os.path.join(dest, "blobs", "sha256")
     os.makedirs(blob_dir, exist_ok=True)
@@ -123,11 +124,7 @@ def write_oci_layout_dir(store: ImageStore, images: list[tuple[StoredImage, list
             os.replace(tmp, target)
     for name, data in ((OCI_LAYOUT_FILE, layout_file()),
                        (INDEX_FILE, oci_index(store, images).to_json())):
-        fd, tmp = tempfile.mkstemp(dir=dest, prefix="." + name)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, os.path.join(dest, name))
+        write_atomically(os.path.join(dest, name), data)
 
 
 # --------------------------------------------------------------------------- sources

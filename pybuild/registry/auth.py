@@ -14,9 +14,9 @@ import json
 import os
 import re
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 
+from cache.atomicfile import write_atomically
 from pybuild.registry.errors import CredentialHelperError, RegistryError
 from pybuild.registry.reference import DOCKER_HUB_CONFIG_KEY, credential_key, normalize_registry
 
@@ -70,17 +70,7 @@ def _write_config(path: str, doc: dict) -> None:
     """Atomically, mode 0600: the file holds secrets."""
     directory = os.path.dirname(path) or "."
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=directory, prefix=".config.json.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(doc, f, indent="\t")
-            f.write("\n")
-        os.chmod(tmp, 0o600)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    write_atomically(path, (json.dumps(doc, indent="\t") + "\n").encode("utf-8"), mode=0o600)
 
 
 def _auth_keys(domain: str) -> list[str]:
