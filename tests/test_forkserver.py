@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import threading
 import time
 
 import pytest
@@ -274,3 +275,22 @@ def test_starting_the_server_in_the_background_imports_nothing():
     out = subprocess.run([sys.executable, "-c", code], env=env, check=True,
                          capture_output=True, text=True).stdout
     assert out.strip() == "[[]]"
+
+
+def test_prestart_called_again_while_starting_starts_no_second_thread(monkeypatch):
+    """The CLI, build() and the solver each call prestart(): one thread starts the server."""
+    release, calls = threading.Event(), []
+
+    def slow_start():  # the server's start, held until all three calls are made
+        calls.append(1)
+        release.wait(10)
+
+    monkeypatch.setattr(forkserver, "_server", None)
+    monkeypatch.setattr(forkserver, "_starting", None)
+    monkeypatch.setattr(forkserver, "_get_server", slow_start)
+    for _ in range(3):
+        forkserver.prestart()
+    starting = forkserver._starting
+    release.set()
+    starting.join(10)
+    assert calls == [1]

@@ -36,6 +36,7 @@ from pybuild.sandbox.namespaces import HELPER
 _lock = threading.Lock()
 _server: "_Server | None" = None
 _disabled = False
+_starting: "threading.Thread | None" = None  # prestart()'s thread, while it runs
 
 
 class HelperProcess:
@@ -134,14 +135,17 @@ def _get_server() -> _Server | None:
 
 def prestart() -> None:
     """Start the server in the background now (its interpreter start-up then overlaps
-    whatever the build does before its first sandbox)."""
-    if _server is None and not _disabled:
+    whatever the build does before its first sandbox). The CLI, `build()` and the solver
+    each call it; one thread starts the server, the later calls find it running."""
+    global _starting
+    if _server is None and not _disabled and not (_starting and _starting.is_alive()):
         # everything the starting thread needs is imported here, by the caller: a module
         # half-imported by that thread would be seen as it is by the caller's own imports
         # (dataclasses reads sys.modules["typing"] without importing it, for one)
         import _socket  # noqa: F401
         from array import array  # noqa: F401
-        threading.Thread(target=_get_server, name="forkserver-start", daemon=True).start()
+        _starting = threading.Thread(target=_get_server, name="forkserver-start", daemon=True)
+        _starting.start()
 
 
 def spawn_helper(mode: str, spec_r: int, status_w: int, *, stdin: int, stdout: int,
